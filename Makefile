@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create or reuse .venv and only
+# reinstall when pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tac-installed
+DATASET ?=
+MODEL ?=
+PRETRAINED ?=
+PORT ?= 3000
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install test lint demo cluster ui clean-store
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+$(DAGSTER_HOME):
+	@mkdir -p $(DAGSTER_HOME)
+
+demo: $(STAMP) $(DAGSTER_HOME)
+	$(PY) -m tac_pipeline.cli demo $(if $(MODEL),--model '$(MODEL)') $(if $(PRETRAINED),--pretrained '$(PRETRAINED)')
+
+cluster: $(STAMP) $(DAGSTER_HOME)
+	@test -n "$(DATASET)" || { echo "usage: make cluster DATASET=<folder in data/drops> [MODEL=<open_clip model>]"; exit 2; }
+	$(PY) -m tac_pipeline.cli cluster '$(DATASET)' $(if $(MODEL),--model '$(MODEL)') $(if $(PRETRAINED),--pretrained '$(PRETRAINED)')
+
+# The Dagster UI, on this machine only.
+ui: $(STAMP) $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml

@@ -1,0 +1,1 @@
+"""Encoders: open_clip images and nouns, the image reader, and the WordNet vocabulary."""

@@ -1,0 +1,34 @@
+"""Where the pipeline keeps its files: one data root, chosen by ``TAC_DATA_DIR`` (default ``./data``).
+
+Layout under the root (see ``data/README.md``)::
+
+    drops/<dataset>/            input image drops, one folder per dataset partition
+    store/<asset>/<key>.parquet outputs written by the Parquet IO manager
+    cache/                      parsed vocabularies and other caches
+    nltk_data/                  an nltk-readable WordNet built from the system database when needed
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "TAC_DATA_DIR"
+
+
+def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``data_dir`` when given, else ``$TAC_DATA_DIR``, else ``./data`` (absolute)."""
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or "data"
+    return Path(chosen).expanduser().absolute()
+
+
+def drops_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    return data_root(data_dir) / "drops"
+
+
+def store_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    return data_root(data_dir) / "store"
+
+
+def cache_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    return data_root(data_dir) / "cache"
