@@ -1,26 +1,173 @@
-"""Command line behind `make demo` and `make cluster`."""
+"""Command line behind ``make demo`` and ``make cluster``.
+
+``cluster`` materializes the asset graph through Dagster's own CLI (``dagster asset materialize``), so every
+run is recorded in ``$DAGSTER_HOME`` and shows in the UI's run history, then prints the metrics table.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
+import pyarrow.parquet as pq
+
+from tac_pipeline.assets import ASSET_NAMES
 from tac_pipeline.demo_data import write_digits_drop
-from tac_pipeline.partitions import drop_path
+from tac_pipeline.partitions import InvalidDatasetKeyError, datasets_partitions, drop_path
+from tac_pipeline.paths import store_dir
+
+NOUN_ASSET = "wordnet_noun_embeddings"
+DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
+
+
+class ClusterError(RuntimeError):
+    """A step failed; the message is the failing step's own."""
+
+
+def _encoder_env(model: str | None, pretrained: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if model:
+        env["TAC_CLIP_MODEL"] = model
+    if pretrained:
+        env["TAC_CLIP_PRETRAINED"] = pretrained
+    return env
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = Path(".dagster_home").absolute()
+        home.mkdir(exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def _failure_message(instance, run_ids_before: set[str]) -> str:
+    """The error of the failing step(s) of the runs this command started."""
+    from dagster import DagsterEventType, DagsterRunStatus
+
+    messages = []
+    for run in instance.get_runs(limit=5):
+        if run.run_id in run_ids_before or run.status != DagsterRunStatus.FAILURE:
+            continue
+        for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
+            event = record.dagster_event
+            error = event.step_failure_data.error if event and event.step_failure_data else None
+            detail = error.message.strip() if error else record.message
+            if error and error.cause:  # Dagster wraps the user's exception; its text is the useful part
+                detail = error.cause.message.strip()
+            messages.append(f"step {event.step_key if event else '?'} failed: {detail}")
+    return "\n".join(messages) or "the run failed (see the Dagster UI or the log above)"
+
+
+def _materialize(
+    selection: list[str], partition: str | None, env: dict[str, str], instance, run_config: dict | None = None
+) -> None:
+    before = {run.run_id for run in instance.get_runs(limit=5)}
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tac_pipeline.definitions"]
+    command += ["--select", ",".join(selection)]
+    if run_config:
+        command += ["--config-json", json.dumps(run_config)]
+    if partition is not None:
+        command += ["--partition", partition]
+    done = subprocess.run(command, env=env, check=False)  # a list, never a shell: keys stay plain arguments
+    if done.returncode != 0:
+        raise ClusterError(_failure_message(instance, before))
+
+
+def _nouns_current(instance, env: dict[str, str]) -> bool:
+    """True when noun embeddings exist for the configured encoder (same code version, file present)."""
+    from dagster import AssetKey
+
+    from tac_pipeline.resources.compute import encoder_from_env
+
+    wanted = encoder_from_env(env).identity()
+    event = instance.get_latest_materialization_event(AssetKey(NOUN_ASSET))
+    if event is None or not (store_dir() / f"{NOUN_ASSET}.parquet").exists():
+        return False
+    tags = event.asset_materialization.tags or {}
+    return tags.get("dagster/code_version", "").endswith(wanted)
+
+
+def cluster(
+    dataset: str, *, model: str | None = None, pretrained: str | None = None, max_nouns: int | None = None
+) -> str:
+    """Cluster one drop end to end through Dagster; return the metrics as a markdown table."""
+    drop = drop_path(dataset)
+    if not drop.is_dir():
+        raise ClusterError(f"no drop folder {drop}: put images in {drop}/<class>/ first")
+    env = _encoder_env(model, pretrained)
+    instance = _instance()
+    if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
+        instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
+    if max_nouns is not None or not _nouns_current(instance, env):
+        config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
+        _materialize([NOUN_ASSET], None, env, instance, config)
+    _materialize(list(DATASET_ASSETS), dataset, env, instance)
+    from tac_pipeline.assets.results import metrics_markdown
+
+    return metrics_markdown(pq.read_table(store_dir() / "metrics" / f"{dataset}.parquet"))
+
+
+def _check_encoder(model: str | None, pretrained: str | None) -> str | None:
+    """Build the encoder once so that missing weights stop the demo before any run starts."""
+    from tac_pipeline.encoders import EncoderUnavailableError
+    from tac_pipeline.resources.compute import encoder_from_env
+
+    try:
+        encoder_from_env(_encoder_env(model, pretrained)).build("cpu")
+    except EncoderUnavailableError as exc:
+        return str(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tac_pipeline.cli")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="write the digits drop and cluster it")
-    demo.add_argument("--model", default=None)
-    demo.add_argument("--pretrained", default=None)
+    for name, help_text in (
+        ("demo", "write the digits drop and cluster it"),
+        ("cluster", "cluster one drop"),
+    ):
+        command = sub.add_parser(name, help=help_text)
+        if name == "cluster":
+            command.add_argument("dataset", help="folder name under data/drops/")
+        command.add_argument(
+            "--model", default=None, help="open_clip model name (default ViT-B-32; tac-tiny offline)"
+        )
+        command.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
+        command.add_argument(
+            "--max-nouns",
+            type=int,
+            default=None,
+            help="embed only the first N WordNet nouns (smoke runs only)",
+        )
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        target = drop_path("digits")
-        count = write_digits_drop(target)
-        print(f"Wrote {count} digit images to {target}.")
-        print("The asset graph that clusters them is not built yet; this demo stops after set-up.")
+    try:
+        if args.command == "demo":
+            target = drop_path("digits")
+            count = write_digits_drop(target)
+            print(f"Wrote {count} digit images (scikit-learn's bundled digits) to {target}.")
+            problem = _check_encoder(args.model, args.pretrained)
+            if problem is not None:
+                print(
+                    f"\n{problem}\n\nOffline, run the smoke model instead:\n    make demo MODEL=tac-tiny",
+                    file=sys.stderr,
+                )
+                return 1
+            dataset = "digits"
+        else:
+            dataset = args.dataset
+        table = cluster(dataset, model=args.model, pretrained=args.pretrained, max_nouns=args.max_nouns)
+    except (ClusterError, InvalidDatasetKeyError) as exc:
+        print(f"\nclustering failed:\n{exc}", file=sys.stderr)
+        return 1
+    print(f"\nMetrics for '{dataset}' (percent):\n\n{table}\n")
+    print("Open the Dagster UI on this machine with:\n    make ui        # then http://127.0.0.1:3000")
     return 0
 
 

@@ -1,1 +1,74 @@
-"""Encoders: open_clip images and nouns, the image reader, and the WordNet vocabulary."""
+"""Encoders: open_clip images and nouns (and the offline smoke model ``tac-tiny``), the image reader for drops,
+and the WordNet vocabulary (:mod:`tac_pipeline.encoders.wordnet`).
+
+Nothing here knows about Dagster. The image-reading names are imported eagerly (Pillow and numpy only); the
+CLIP names (``ClipEncoder``, ``EncoderUnavailableError``, ``NOUN_TEMPLATES``, ``TINY_MODEL_NAME``,
+``register_model_configs``) are loaded on first access, because the image decoding worker processes import
+this package and must not pay for importing torch and open_clip (seconds and ~1 GB each). Accessing any of
+them imports :mod:`tac_pipeline.encoders.clip`, which registers ``tac-tiny`` with open_clip; code that calls
+open_clip directly can call ``register_model_configs()`` first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .images import (
+    DropListing,
+    EncodedImages,
+    ImageBatch,
+    ImageDecodeError,
+    ImageReader,
+    ImageRecord,
+    PreprocessSpec,
+    discover_images,
+    encode_drop,
+    load_image,
+    read_images,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .clip import (
+        NOUN_TEMPLATES,
+        TINY_MODEL_NAME,
+        ClipEncoder,
+        EncoderUnavailableError,
+        register_model_configs,
+    )
+
+_LAZY_FROM_CLIP = frozenset(
+    {"ClipEncoder", "EncoderUnavailableError", "NOUN_TEMPLATES", "TINY_MODEL_NAME", "register_model_configs"}
+)
+
+__all__ = [
+    "NOUN_TEMPLATES",
+    "TINY_MODEL_NAME",
+    "ClipEncoder",
+    "DropListing",
+    "EncodedImages",
+    "EncoderUnavailableError",
+    "ImageBatch",
+    "ImageDecodeError",
+    "ImageReader",
+    "ImageRecord",
+    "PreprocessSpec",
+    "discover_images",
+    "encode_drop",
+    "load_image",
+    "read_images",
+    "register_model_configs",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_FROM_CLIP:
+        from . import clip
+
+        value = getattr(clip, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_FROM_CLIP)

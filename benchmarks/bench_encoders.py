@@ -1,0 +1,200 @@
+"""Encoder throughput: images/s end to end (decode + preprocess + embed) and seconds for the noun ensemble.
+
+Measures, with the encoder of your choice:
+
+1. 32×32 PNGs (CIFAR-sized) and 500×375 JPEGs (ImageNet-sized) through ``encode_drop``: worker processes
+   decode and preprocess, the model embeds as batches arrive. Also decode-only and model-only rates, to show
+   which side limits.
+2. All WordNet nouns × the 7 prompt templates through ``encode_nouns`` (tokenisation included), from
+   ``--nouns-file`` (one noun per line), else the WordNet vocabulary if it can be loaded offline, else
+   synthetic nouns of WordNet-like length.
+
+    python benchmarks/bench_encoders.py --model tac-tiny                      # CPU smoke numbers
+    python benchmarks/bench_encoders.py --model ViT-B-32 --pretrained none    # GPU: random init, same speed
+
+Targets on an H100/H200 (issue 4): ≥ 5,000 images/s for CIFAR-sized PNGs, the noun ensemble in ≤ 20 s.
+Not a test. Heavy imports live in main(): the decoding workers re-import this script (spawn/forkserver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def _smooth_images(count: int, size: tuple[int, int], seed: int):
+    """Photo-like test images (smooth colour fields plus grain), compressing like real ones."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    for _ in range(count):
+        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+        arr = np.asarray(img, dtype=np.int16) + rng.normal(0, 6, size=(height, width, 3)).astype(np.int16)
+        yield Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int], fmt: str, distinct: int = 64) -> list[Path]:
+    """``count`` files in ``folder`` (``distinct`` different images, repeated under different names)."""
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    blobs = []
+    for img in _smooth_images(min(distinct, count), size, seed=count):
+        buf = io.BytesIO()
+        img.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        blobs.append(buf.getvalue())
+    ext = ".jpg" if fmt == "JPEG" else ".png"
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:07d}{ext}"
+        path.write_bytes(blobs[i % len(blobs)])
+        paths.append(path)
+    return paths
+
+
+def synthetic_nouns(count: int, seed: int = 0) -> list[str]:
+    """Nouns shaped like WordNet's first lemmas: 1–3 words (70/25/5 %), words of 3–11 letters."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    out = []
+    for _ in range(count):
+        n_words = rng.choice([1, 2, 3], p=[0.7, 0.25, 0.05])
+        out.append(" ".join("".join(rng.choice(letters, rng.integers(3, 12))) for _ in range(n_words)))
+    return out
+
+
+def load_nouns(args: argparse.Namespace) -> tuple[list[str], str]:
+    if args.nouns_file:
+        nouns = [line.rstrip("\n") for line in Path(args.nouns_file).read_text(encoding="utf-8").splitlines()]
+        return [n for n in nouns if n][: args.nouns], f"file {args.nouns_file}"
+    try:
+        from tac_pipeline.encoders.wordnet import load_noun_vocabulary
+
+        frame = load_noun_vocabulary(args.data_dir, download=False)
+        return list(frame["noun"])[: args.nouns], "WordNet"
+    except Exception as exc:  # no WordNet here: synthetic strings of realistic length
+        print(
+            f"(WordNet unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}; synthetic nouns)"
+        )
+        return synthetic_nouns(args.nouns), "synthetic"
+
+
+def bench_images(encoder, paths: list[Path], workers: int | None, label: str) -> dict:
+    import torch
+
+    from tac_pipeline.encoders import ImageRecord, encode_drop, read_images
+
+    records = [ImageRecord(image_id=p.name, path=p) for p in paths]
+    # decode only (workers, uint8 out)
+    start = time.perf_counter()
+    reader = read_images(records, encoder.preprocess, num_workers=workers, output="uint8")
+    n = sum(len(b.indices) for b in reader)
+    decode_rate = n / (time.perf_counter() - start)
+    # model only (random uint8 pixels already in memory)
+    size = encoder.image_size
+    pixels = torch.randint(
+        0, 256, (min(len(paths), 4 * encoder.batch_size), 3, size, size), dtype=torch.uint8
+    )
+    encoder.encode_images(pixels[: encoder.batch_size])  # warm-up
+    start = time.perf_counter()
+    encoder.encode_images(pixels)
+    model_rate = len(pixels) / (time.perf_counter() - start)
+    # end to end
+    out = encode_drop(encoder, records, num_workers=workers)
+    assert len(out.image_ids) == len(paths) and not out.skipped, out.skipped[:3]
+    return {
+        "what": label,
+        "images": len(paths),
+        "end_to_end_images_per_s": round(out.images_per_second, 1),
+        "end_to_end_seconds": round(out.seconds, 2),
+        "decode_only_images_per_s": round(decode_rate, 1),
+        "model_only_images_per_s": round(model_rate, 1),
+        "workers": reader.num_workers,
+    }
+
+
+def bench_nouns(encoder, nouns: list[str], source: str, full_count: int) -> dict:
+    from tac_pipeline.encoders import NOUN_TEMPLATES
+    from tac_pipeline.encoders.clip import _PromptTokens
+
+    encoder.encode_nouns(nouns[:256])  # warm-up
+    start = time.perf_counter()
+    prompts = _PromptTokens(encoder.tokenizer, nouns, NOUN_TEMPLATES, encoder.context_length)
+    tokenize_s = time.perf_counter() - start
+    start = time.perf_counter()
+    emb = encoder.encode_nouns(nouns)
+    seconds = time.perf_counter() - start
+    assert emb.shape == (len(nouns), encoder.embedding_dim)
+    return {
+        "what": f"{len(nouns):,} nouns x {len(NOUN_TEMPLATES)} templates ({source})",
+        "prompts": len(nouns) * len(NOUN_TEMPLATES),
+        "seconds": round(seconds, 2),
+        "of_which_tokenising_s": round(tokenize_s, 2),
+        "composed_prompts": len(prompts) - len(prompts.full),
+        "mean_tokens_per_prompt": round(float(prompts.lengths.mean()), 1),
+        "prompts_per_s": round(len(nouns) * len(NOUN_TEMPLATES) / seconds, 1),
+        f"extrapolated_seconds_for_{full_count}": round(seconds * full_count / len(nouns), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="tac-tiny")
+    parser.add_argument("--pretrained", default="none", help="tag, or none for random init (same speed)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1)")
+    parser.add_argument("--png", type=int, default=2000, help="how many 32x32 PNGs")
+    parser.add_argument("--jpeg", type=int, default=500, help="how many 500x375 JPEGs")
+    parser.add_argument("--nouns", type=int, default=82_115, help="how many nouns (82,115 = WordNet 3.0)")
+    parser.add_argument(
+        "--nouns-file", default=None, help="one noun per line (default: WordNet or synthetic)"
+    )
+    parser.add_argument("--data-dir", default=None, help="data root holding the WordNet cache")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args()
+
+    import torch
+
+    from tac_pipeline.encoders import ClipEncoder
+
+    encoder = ClipEncoder(args.model, args.pretrained, device=args.device, batch_size=args.batch_size)
+    header = {
+        "encoder": repr(encoder),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "trimmed_text_context": encoder.uses_trimmed_text_context,
+    }
+    print(json.dumps(header, indent=1))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:
+        if args.png:
+            paths = write_images(Path(tmp) / "png", args.png, (32, 32), "PNG")
+            results.append(bench_images(encoder, paths, args.workers, "32x32 PNG"))
+            print(json.dumps(results[-1]))
+        if args.jpeg:
+            paths = write_images(Path(tmp) / "jpeg", args.jpeg, (500, 375), "JPEG")
+            results.append(bench_images(encoder, paths, args.workers, "500x375 JPEG"))
+            print(json.dumps(results[-1]))
+    if args.nouns:
+        nouns, source = load_nouns(args)
+        results.append(bench_nouns(encoder, nouns, source, 82_115))
+        print(json.dumps(results[-1]))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": header, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

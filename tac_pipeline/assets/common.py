@@ -1,0 +1,60 @@
+"""Wiring shared by the asset modules: the evaluation protocol and the dataset's K and seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
+from tac_pipeline.tables import column_matrix
+
+
+def fit_indices(table: pa.Table) -> np.ndarray:
+    """Rows the heads are fitted on: the ``train`` split when the drop has one, else every row (TAC_SPEC §8)."""
+    split = table["split"].to_numpy(zero_copy_only=False)
+    train = np.flatnonzero(split == "train")
+    return train if len(train) else np.arange(table.num_rows)
+
+
+def report_indices(table: pa.Table) -> tuple[np.ndarray, str]:
+    """Rows the metrics are reported on, and their name: ``test`` when present, else ``all``."""
+    split = table["split"].to_numpy(zero_copy_only=False)
+    test = np.flatnonzero(split == "test")
+    if len(test) and (split == "train").any():
+        return test, "test"
+    return np.arange(table.num_rows), "all"
+
+
+def label_names(table: pa.Table) -> list[str]:
+    return sorted(set(table["label"].drop_null().to_pylist()))
+
+
+@dataclass(frozen=True)
+class DatasetRun:
+    """What every stage needs to know about the partition being computed."""
+
+    key: str
+    settings: DatasetSettings
+    n_clusters: int
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+
+def dataset_run(key: str, tac_data: TacDataResource, images: pa.Table) -> DatasetRun:
+    settings = tac_data.settings(key)
+    k = resolve_n_clusters(settings, label_names(images), tac_data.drop_dir(key))
+    if k >= images.num_rows:
+        raise ValueError(
+            f"dataset '{key}' asks for {k} clusters but has only {images.num_rows} images: "
+            "lower n_clusters in dataset.toml or add images"
+        )
+    return DatasetRun(key=key, settings=settings, n_clusters=k)
+
+
+def embeddings(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    return column_matrix(table, column)

@@ -1,0 +1,130 @@
+"""Results stage: ``cluster_labels`` → ``metrics`` (TAC_SPEC §8)."""
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, MetadataValue, asset
+
+from tac_pipeline import tac
+from tac_pipeline.assets.common import dataset_run, embeddings, report_indices
+from tac_pipeline.assets.training import heads_from_table
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.resources.compute import GPU_TAG, ComputeDeviceResource
+from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.tables import column_matrix
+
+METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
+_LABEL_COLUMNS = {
+    "tac_no_train": "cluster_no_train",
+    "tac_image": "cluster",
+    "tac_text": "cluster_text",
+    "tac_mean": "cluster_mean",
+}
+
+
+@asset(
+    partitions_def=datasets_partitions,
+    group_name="results",
+    code_version="1",
+    op_tags={GPU_TAG: "true"},
+    description="The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC.",
+)
+def cluster_labels(
+    context: AssetExecutionContext,
+    image_embeddings: pa.Table,
+    counterparts: pa.Table,
+    trained_heads: pa.Table,
+    compute_device: ComputeDeviceResource,
+) -> pa.Table:
+    image_head, text_head, _ = heads_from_table(trained_heads)
+    with compute_device.acquire(context.log) as device:
+        p = tac.predict_proba(image_head, embeddings(image_embeddings), device=device)
+        q = tac.predict_proba(text_head, column_matrix(counterparts, "counterpart"), device=device)
+    cluster = p.argmax(axis=1)
+    sizes = np.bincount(cluster, minlength=p.shape[1])
+    context.add_output_metadata(
+        {
+            "images": len(cluster),
+            "n_clusters": p.shape[1],
+            "empty_clusters": int((sizes == 0).sum()),
+            "cluster_sizes": MetadataValue.json({str(i): int(s) for i, s in enumerate(sizes)}),
+            "image_text_head_agreement": round(float((cluster == q.argmax(axis=1)).mean()), 4),
+        }
+    )
+    return pa.table(
+        {
+            "image_id": image_embeddings["image_id"],
+            "split": image_embeddings["split"],
+            "label": image_embeddings["label"],
+            "cluster": pa.array(cluster, type=pa.int64()),
+            "cluster_text": pa.array(q.argmax(axis=1), type=pa.int64()),
+            "cluster_mean": pa.array(((p + q) / 2).argmax(axis=1), type=pa.int64()),
+            "cluster_no_train": counterparts["cluster_no_train"],
+            "confidence": pa.array(p.max(axis=1), type=pa.float32()),
+        }
+    )
+
+
+@asset(
+    partitions_def=datasets_partitions,
+    group_name="results",
+    code_version="1",
+    description="NMI / ACC / ARI (percent) of k-means on images, TAC without training and the TAC heads.",
+)
+def metrics(
+    context: AssetExecutionContext,
+    cluster_labels: pa.Table,
+    image_embeddings: pa.Table,
+    tac_data: TacDataResource,
+    compute_device: ComputeDeviceResource,
+) -> pa.Table:
+    run = dataset_run(context.partition_key, tac_data, image_embeddings)
+    report, split_name = report_indices(image_embeddings)
+    truth = cluster_labels["label"].to_numpy(zero_copy_only=False)[report]
+    labelled = bool(len(truth)) and not any(t is None for t in truth)
+    with compute_device.acquire(context.log) as device:
+        _, kmeans_labels = tac.spherical_kmeans(
+            embeddings(image_embeddings)[report], run.n_clusters, seed=run.seed, device=device
+        )
+    predictions = {"kmeans_image": kmeans_labels}
+    for method, column in _LABEL_COLUMNS.items():
+        predictions[method] = cluster_labels[column].to_numpy()[report]
+    rows = {k: [] for k in ("method", "nmi", "acc", "ari", "n_images", "split", "seed", "cluster_size_ratio")}
+    for method in METHODS:
+        scores = tac.cluster_metrics(truth, predictions[method]) if labelled else {}
+        sizes = np.bincount(predictions[method], minlength=run.n_clusters)
+        rows["method"].append(method)
+        for name in ("nmi", "acc", "ari"):
+            rows[name].append(scores.get(name))
+        rows["n_images"].append(len(report))
+        rows["split"].append(split_name)
+        rows["seed"].append(run.seed)
+        # Balance: smallest over largest cluster (1 = perfectly even, 0 = some cluster empty).
+        rows["cluster_size_ratio"].append(float(sizes.min() / max(sizes.max(), 1)))
+    table = pa.table(
+        {
+            "method": pa.array(rows["method"], type=pa.string()),
+            "nmi": pa.array(rows["nmi"], type=pa.float64()),
+            "acc": pa.array(rows["acc"], type=pa.float64()),
+            "ari": pa.array(rows["ari"], type=pa.float64()),
+            "n_images": pa.array(rows["n_images"], type=pa.int64()),
+            "split": pa.array(rows["split"], type=pa.string()),
+            "seed": pa.array(rows["seed"], type=pa.int64()),
+            "cluster_size_ratio": pa.array(rows["cluster_size_ratio"], type=pa.float64()),
+        }
+    )
+    context.add_output_metadata({"labelled": labelled, "metrics": MetadataValue.md(metrics_markdown(table))})
+    return table
+
+
+def metrics_markdown(table: pa.Table) -> str:
+    """The metrics as a markdown table (also printed by ``make cluster``)."""
+    lines = [
+        "| method | NMI | ACC | ARI | balance | images | split |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in table.to_pylist():
+        cells = ["–" if row[k] is None else f"{row[k]:.1f}" for k in ("nmi", "acc", "ari")]
+        lines.append(
+            f"| {row['method']} | {' | '.join(cells)} | {row['cluster_size_ratio']:.2f} | {row['n_images']} | {row['split']} |"
+        )
+    return "\n".join(lines)

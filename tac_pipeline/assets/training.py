@@ -1,0 +1,189 @@
+"""Training stage: ``knn_graphs`` → ``trained_heads`` (TAC_SPEC §6–§7)."""
+
+import time
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import torch
+from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from pydantic import Field
+
+from tac_pipeline import tac
+from tac_pipeline.assets.common import dataset_run, embeddings, fit_indices
+from tac_pipeline.assets.text import pick
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.resources.compute import GPU_TAG, ComputeDeviceResource
+from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.tables import column_matrix, index_array
+
+
+class KnnConfig(Config):
+    n_neighbors: int | None = Field(default=None, description="Neighbours per image and modality (spec: 50).")
+
+
+class HeadsConfig(Config):
+    epochs: int | None = Field(default=None, description="Epochs (spec: 20 when K < 100, else 100).")
+    batch_size: int | None = Field(
+        default=None, description="Batch size (spec: 512 when K < 100, else 8192)."
+    )
+    tau: float | None = Field(default=None, description="Distillation temperature τ_d (spec: 0.5 / 5.0).")
+    lr: float | None = Field(default=None, description="Adam learning rate (spec: 1e-3).")
+    entropy_weight: float | None = Field(default=None, description="Weight of L_bal (spec: 5).")
+
+
+@asset(
+    partitions_def=datasets_partitions,
+    group_name="training",
+    code_version="1",
+    op_tags={GPU_TAG: "true"},
+    description="The 50 nearest neighbours of every fitting image, in image space and in counterpart space.",
+)
+def knn_graphs(
+    context: AssetExecutionContext,
+    config: KnnConfig,
+    image_embeddings: pa.Table,
+    counterparts: pa.Table,
+    tac_data: TacDataResource,
+    compute_device: ComputeDeviceResource,
+) -> pa.Table:
+    fit = fit_indices(image_embeddings)
+    wanted = pick(config.n_neighbors, tac_data.settings(context.partition_key).tac.n_neighbors, 50)
+    k = min(wanted, len(fit) - 1)
+    if k < 1:
+        raise ValueError(f"need at least 2 fitting images for neighbourhoods, the drop has {len(fit)}")
+    if k < wanted:
+        context.log.warning(f"only {len(fit)} fitting images: using {k} neighbours instead of {wanted}")
+    with compute_device.acquire(context.log) as device:
+        knn_image = tac.knn_inner_product(embeddings(image_embeddings)[fit], k, device=device)
+        knn_text = tac.knn_inner_product(column_matrix(counterparts, "counterpart")[fit], k, device=device)
+    # How much the two modalities agree on who is close: shared neighbours over k, averaged.
+    shared = (knn_image[:, :, None] == knn_text[:, None, :]).any(axis=2).sum(axis=1)
+    agreement = float(shared.mean() / k)
+    context.add_output_metadata(
+        {"n_neighbors": k, "fitting_images": len(fit), "image_text_agreement": round(agreement, 4)}
+    )
+    return pa.table(
+        {
+            "image_id": image_embeddings["image_id"].take(pa.array(fit)),
+            "fit_index": pa.array(fit, type=pa.int64()),
+            "neighbors_image": index_array(knn_image),
+            "neighbors_text": index_array(knn_text),
+        }
+    )
+
+
+def heads_table(
+    image_head: torch.nn.Module, text_head: torch.nn.Module, history: tac.TrainingHistory
+) -> pa.Table:
+    """Parameters (and buffers) of both heads, plus the loss history, as ``name, shape, values`` rows."""
+    names, shapes, values = [], [], []
+    for prefix, head in (("image_head", image_head), ("text_head", text_head)):
+        for name, tensor in head.state_dict().items():
+            names.append(f"{prefix}.{name}")
+            shapes.append(list(tensor.shape))
+            values.append(tensor.detach().cpu().double().reshape(-1).numpy())
+    for name in ("distillation", "consistency", "balance", "total", "seconds"):
+        series = np.asarray(getattr(history, name), dtype=np.float64)
+        names.append(f"history.{name}")
+        shapes.append([len(series)])
+        values.append(series)
+    return pa.table(
+        {
+            "name": pa.array(names, type=pa.string()),
+            "shape": pa.array(shapes, type=pa.list_(pa.int64())),
+            "values": pa.array(values, type=pa.list_(pa.float64())),
+        }
+    )
+
+
+def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, np.ndarray]]:
+    """Rebuild both heads (eval mode, CPU) and the loss history from :func:`heads_table`'s rows."""
+    rows = {
+        name: np.asarray(values, dtype=np.float64).reshape(shape)
+        for name, shape, values in zip(
+            table["name"].to_pylist(), table["shape"].to_pylist(), table["values"].to_pylist(), strict=True
+        )
+    }
+    heads = []
+    for prefix in ("image_head", "text_head"):
+        state = {k[len(prefix) + 1 :]: v for k, v in rows.items() if k.startswith(prefix + ".")}
+        weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+        d, n_clusters = weights[0].shape[1], weights[-1].shape[0]
+        head = tac.ClusterHead(d, n_clusters)
+        reference = head.state_dict()
+        head.load_state_dict({k: torch.as_tensor(v, dtype=reference[k].dtype) for k, v in state.items()})
+        heads.append(head.eval())
+    history = {k[len("history.") :]: v for k, v in rows.items() if k.startswith("history.")}
+    return heads[0], heads[1], history
+
+
+@asset(
+    partitions_def=datasets_partitions,
+    group_name="training",
+    code_version="1",
+    op_tags={GPU_TAG: "true"},
+    description="The image head f and text head g, trained by cross-modal neighbour distillation.",
+)
+def trained_heads(
+    context: AssetExecutionContext,
+    config: HeadsConfig,
+    image_embeddings: pa.Table,
+    counterparts: pa.Table,
+    knn_graphs: pa.Table,
+    tac_data: TacDataResource,
+    compute_device: ComputeDeviceResource,
+) -> pa.Table:
+    run = dataset_run(context.partition_key, tac_data, image_embeddings)
+    overrides = run.settings.tac
+    fit = knn_graphs["fit_index"].to_numpy()
+    training = tac.HeadTrainingConfig.for_clusters(
+        run.n_clusters,
+        epochs=pick(config.epochs, overrides.epochs, None),
+        batch_size=pick(config.batch_size, overrides.batch_size, None),
+        tau=pick(config.tau, overrides.tau, None),
+        lr=pick(config.lr, overrides.lr, None),
+        entropy_weight=pick(config.entropy_weight, overrides.entropy_weight, None),
+    )
+
+    def log_epoch(epoch: int, losses: dict[str, float]) -> None:
+        context.log.info(
+            f"epoch {epoch + 1}/{training.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        )
+
+    start = time.perf_counter()
+    with compute_device.acquire(context.log) as device, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a batch shrunk to a small N is reported below instead
+        image_head, text_head, history = tac.train_heads(
+            embeddings(image_embeddings)[fit],
+            column_matrix(counterparts, "counterpart")[fit],
+            column_matrix(knn_graphs, "neighbors_image", dtype=np.int64),
+            column_matrix(knn_graphs, "neighbors_text", dtype=np.int64),
+            run.n_clusters,
+            training,
+            seed=run.seed,
+            device=device,
+            callback=log_epoch,
+        )
+    seconds = time.perf_counter() - start
+    context.add_output_metadata(
+        {
+            "n_clusters": run.n_clusters,
+            "epochs": training.epochs,
+            "batch_size": history.batch_size,
+            "steps_per_epoch": history.steps_per_epoch,
+            "tau": training.tau,
+            "seed": run.seed,
+            "device": device,
+            "training_seconds": round(seconds, 2),
+            "final_losses": MetadataValue.json(
+                {
+                    "L_dis": history.distillation[-1],
+                    "L_con": history.consistency[-1],
+                    "L_bal": history.balance[-1],
+                    "L": history.total[-1],
+                }
+            ),
+        }
+    )
+    return heads_table(image_head.cpu(), text_head.cpu(), history)

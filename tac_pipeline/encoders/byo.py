@@ -1,0 +1,127 @@
+"""Bring your own embeddings: a drop's ``embeddings.parquet`` (and ``nouns.parquet``) instead of CLIP.
+
+``embeddings.parquet``: ``image_id`` (unique strings), ``embedding`` (list of float, one width),
+optional ``label`` and ``split`` (``train``/``test``). ``nouns.parquet``: ``noun``, ``embedding``.
+Every problem is reported with the file, the column and the rows concerned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tac_pipeline.tables import column_matrix, embedding_array, is_vector_type
+
+BYO_EMBEDDINGS = "embeddings.parquet"
+BYO_NOUNS = "nouns.parquet"
+SPLITS = ("train", "test")
+
+
+class ByoEmbeddingsError(ValueError):
+    """A bring-your-own Parquet file is malformed; the message names the file, column and fix."""
+
+
+def _read(path: Path, required: tuple[str, ...]) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ByoEmbeddingsError(f"{path}: not a readable Parquet file ({exc})") from exc
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise ByoEmbeddingsError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.column_names)})"
+        )
+    return table
+
+
+def _rows(indices: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+def _matrix(table: pa.Table, path: Path, expected_width: int | None = None) -> np.ndarray:
+    column = table["embedding"]
+    if not is_vector_type(column.type):
+        raise ByoEmbeddingsError(f"{path}: column 'embedding' must be a list of floats, not {column.type}")
+    if column.null_count:
+        raise ByoEmbeddingsError(f"{path}: column 'embedding' has {column.null_count} empty rows")
+    try:
+        x = column_matrix(table, "embedding", dtype=np.float64)
+    except ValueError as exc:
+        raise ByoEmbeddingsError(f"{path}: {exc}; every embedding must have the same width") from None
+    if expected_width is not None and x.shape[1] != expected_width:
+        raise ByoEmbeddingsError(
+            f"{path}: embeddings are {x.shape[1]} wide but must be {expected_width} wide "
+            "(the width of the other modality's embeddings)"
+        )
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad):
+        raise ByoEmbeddingsError(f"{path}: {len(bad)} row(s) hold NaN or infinite values (rows {_rows(bad)})")
+    norms = np.linalg.norm(x, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if len(zero):
+        raise ByoEmbeddingsError(f"{path}: {len(zero)} row(s) are all zeros (rows {_rows(zero)})")
+    return (x / norms[:, None]).astype(np.float32)
+
+
+def read_byo_embeddings(path: str | Path) -> pa.Table:
+    """Validate ``embeddings.parquet`` and return it in the ``image_embeddings`` schema (normalised)."""
+    path = Path(path)
+    table = _read(path, ("image_id", "embedding"))
+    if table.num_rows == 0:
+        raise ByoEmbeddingsError(f"{path}: no rows")
+    ids = table["image_id"].cast(pa.string()).to_numpy(zero_copy_only=False)
+    if table["image_id"].null_count:
+        raise ByoEmbeddingsError(f"{path}: column 'image_id' has {table['image_id'].null_count} empty values")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dupes = unique[counts > 1]
+        raise ByoEmbeddingsError(
+            f"{path}: column 'image_id' must be unique; {len(dupes)} id(s) repeat, e.g. "
+            + ", ".join(repr(d) for d in dupes[:5])
+        )
+    x = _matrix(table, path)
+    n = table.num_rows
+    labels = table["label"].cast(pa.string()) if "label" in table.column_names else pa.nulls(n, pa.string())
+    splits = table["split"].cast(pa.string()) if "split" in table.column_names else pa.nulls(n, pa.string())
+    split_values = set(splits.drop_null().to_pylist())
+    if split_values - set(SPLITS):
+        raise ByoEmbeddingsError(
+            f"{path}: column 'split' may hold only {' / '.join(SPLITS)} (or be empty), found "
+            + ", ".join(sorted(map(repr, split_values - set(SPLITS))))
+        )
+    return pa.table(
+        {
+            "image_id": pa.array(ids, type=pa.string()),
+            "path": pa.nulls(n, pa.string()),
+            "content_hash": pa.nulls(n, pa.string()),
+            "label": labels,
+            "split": splits,
+            "embedding": embedding_array(x),
+        }
+    )
+
+
+def read_byo_nouns(path: str | Path, expected_width: int) -> pa.Table:
+    """Validate ``nouns.parquet`` and return it in the ``wordnet_noun_embeddings`` schema (normalised)."""
+    path = Path(path)
+    table = _read(path, ("noun", "embedding"))
+    if table.num_rows == 0:
+        raise ByoEmbeddingsError(f"{path}: no rows")
+    x = _matrix(table, path, expected_width)
+    n = table.num_rows
+    return pa.table(
+        {
+            "noun": table["noun"].cast(pa.string()),
+            "synset": table["synset"].cast(pa.string())
+            if "synset" in table.column_names
+            else pa.nulls(n, pa.string()),
+            "gloss": table["gloss"].cast(pa.string())
+            if "gloss" in table.column_names
+            else pa.nulls(n, pa.string()),
+            "embedding": embedding_array(x),
+        }
+    )

@@ -1,0 +1,118 @@
+"""Parquet IO manager: one file per asset and partition, written atomically.
+
+``<base_dir>/<asset>/<partition>.parquet`` for partitioned assets, ``<base_dir>/<asset>.parquet`` otherwise.
+Assets return ``pyarrow.Table`` (or ``pandas.DataFrame``); inputs load as ``pyarrow.Table`` so embedding
+columns stay fixed-size list<float32> with no per-row Python objects.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import (
+    ConfigurableIOManagerFactory,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+    UPathIOManager,
+)
+from pydantic import Field
+from upath import UPath
+
+from tac_pipeline.tables import is_vector_type
+
+PREVIEW_ROWS = 5
+
+
+def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | str) -> None:
+    """Write to a temporary sibling, flush it to disk, then rename over ``path``.
+
+    A crash mid-write leaves the previous file untouched; concurrent writers resolve as last-writer-wins,
+    each rename replacing a complete file.
+    """
+    path = UPath(path)
+    if getattr(path, "protocol", "") not in ("", "file", "local"):
+        # Object stores publish a put atomically; there is no rename to do.
+        with path.open("wb") as handle:
+            pq.write_table(table, handle)
+        return
+    local = os.fspath(path.path if hasattr(path, "path") else path)
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, local)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def as_table(obj: Any) -> pa.Table:
+    if isinstance(obj, pa.Table):
+        return obj
+    if isinstance(obj, pd.DataFrame):
+        return pa.Table.from_pandas(obj, preserve_index=False)
+    raise TypeError(
+        f"the Parquet IO manager stores pyarrow Tables or pandas DataFrames, not {type(obj).__name__}"
+    )
+
+
+def table_preview(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
+    """A small markdown preview; vector columns are summarised by their width."""
+    head = table.slice(0, rows)
+    columns = {}
+    for name in head.column_names:
+        column = head[name]
+        if is_vector_type(column.type):
+            columns[name] = [f"[{len(v)} values]" if v is not None else None for v in column.to_pylist()]
+        else:
+            columns[name] = column.to_pylist()
+    frame = pd.DataFrame(columns)
+    try:
+        return frame.to_markdown(index=False)
+    except ImportError:  # tabulate missing: plain text still reads fine in the UI
+        return "```\n" + frame.to_string(index=False) + "\n```"
+
+
+class _ParquetUPathIOManager(UPathIOManager):
+    extension = ".parquet"
+
+    def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
+        write_parquet_atomically(as_table(obj), path)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> pa.Table:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: materialize {context.asset_key.to_user_string()} "
+                "for this partition first"
+            )
+        with path.open("rb") as handle:
+            return pq.read_table(handle)
+
+    def get_metadata(self, context: OutputContext, obj: Any) -> dict[str, Any]:
+        table = as_table(obj)
+        schema = TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in table.schema])
+        return {
+            "dagster/row_count": MetadataValue.int(table.num_rows),
+            "dagster/column_schema": schema,
+            "preview": MetadataValue.md(table_preview(table)),
+        }
+
+
+class ParquetIOManager(ConfigurableIOManagerFactory):
+    """Stores every asset as Parquet under ``base_dir`` (``<data root>/store``)."""
+
+    base_dir: str = Field(description="Folder (or fsspec URL) holding <asset>/<partition>.parquet files.")
+
+    def create_io_manager(self, context) -> _ParquetUPathIOManager:
+        return _ParquetUPathIOManager(base_path=UPath(self.base_dir))

@@ -1,0 +1,244 @@
+"""``TAC``: the whole method (spec §3-§8) composed from the module-level functions."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from .device import ArrayLike, DeviceLike, resolve_device, to_numpy
+from .heads import ClusterHead, HeadTrainingConfig, TrainingHistory, predict_proba, train_heads
+from .text_space import (
+    TextSpace,
+    no_train_baseline,
+    retrieve_counterparts,
+    select_text_space,
+    semantic_center_count,
+)
+from .validation import validate_embeddings
+from .vectors import Backend, knn_inner_product, spherical_kmeans
+
+Head = Literal["image", "text", "mean"]
+
+
+class TAC:
+    """Text-Aided Clustering (Li et al., ICML 2024) with every default of the spec.
+
+    ``fit`` runs: semantic centres (spherical k-means on the images) -> text space (gamma nouns
+    per centre) -> counterparts (soft retrieval) -> kNN in both spaces -> the two cluster heads.
+
+    Args:
+        n_clusters: K, the number of clusters to find (>= 2, < number of fitting images).
+        seed: seeds k-means, head initialisation and sampling (deterministic on CPU).
+        device: "auto" (CUDA when available), "cpu", "cuda", ... .
+        gamma: nouns kept per semantic centre (5).
+        retrieval_temperature: softmax temperature of counterpart retrieval (0.005).
+        n_neighbors: kNN list length in each space (50); shrunk to N-1 with a warning when N <= 50.
+        n_centers: override the semantic centre count (default ``semantic_center_count``).
+        kmeans_iter, kmeans_restarts: semantic-centre k-means (300 iterations, best of 10).
+        baseline_restarts: restarts of the training-free baseline's k-means (20).
+        epochs, batch_size, tau: head training; None applies the spec's K < 100 / K >= 100 rule.
+        lr, entropy_weight: Adam learning rate (1e-3) and L_bal weight (5).
+        backend: "auto" | "faiss" | "torch" for k-means and kNN.
+        cuda_graph: replay the training step as a CUDA graph on CUDA (experimental).
+
+    Fitted attributes: ``device_``, ``n_features_in_``, ``n_centers_``, ``centers_`` (k_c, d),
+    ``center_labels_`` (N,), ``text_space_`` (:class:`TextSpace`), ``text_embeddings_`` (M, d),
+    ``counterparts_`` (N, d), ``top_nouns_`` (N,) index into the text space of each image's
+    nearest noun, ``n_neighbors_``, ``knn_image_`` / ``knn_text_`` (N, n_neighbors_),
+    ``training_config_``, ``image_head_``, ``text_head_``, ``history_`` (:class:`TrainingHistory`).
+    """
+
+    def __init__(
+        self,
+        n_clusters: int,
+        *,
+        seed: int = 0,
+        device: DeviceLike = "auto",
+        gamma: int = 5,
+        retrieval_temperature: float = 0.005,
+        n_neighbors: int = 50,
+        n_centers: int | None = None,
+        kmeans_iter: int = 300,
+        kmeans_restarts: int = 10,
+        baseline_restarts: int = 20,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        tau: float | None = None,
+        lr: float = 1e-3,
+        entropy_weight: float = 5.0,
+        backend: Backend = "auto",
+        cuda_graph: bool = False,
+    ):
+        if not isinstance(n_clusters, int | np.integer) or n_clusters < 2:
+            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
+        if n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+        self.n_clusters = int(n_clusters)
+        self.seed = seed
+        self.device = device
+        self.gamma = gamma
+        self.retrieval_temperature = retrieval_temperature
+        self.n_neighbors = n_neighbors
+        self.n_centers = n_centers
+        self.kmeans_iter = kmeans_iter
+        self.kmeans_restarts = kmeans_restarts
+        self.baseline_restarts = baseline_restarts
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.tau = tau
+        self.lr = lr
+        self.entropy_weight = entropy_weight
+        self.backend = backend
+        self.cuda_graph = cuda_graph
+
+    # ---------------------------------------------------------------------------------------
+    def fit(
+        self,
+        image_embeddings: ArrayLike,
+        noun_embeddings: ArrayLike,
+        *,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> TAC:
+        """Fit on the fitting split.
+
+        Args:
+            image_embeddings: (N, d) image embeddings of the fitting split.
+            noun_embeddings: (M_all, d) embeddings of the whole noun vocabulary.
+            callback: per-epoch ``callback(epoch, losses)`` of the head training.
+
+        Returns:
+            self.
+        """
+        dev = resolve_device(self.device)
+        # Host copies: the steps below move what they need to the device themselves.
+        images = to_numpy(validate_embeddings(image_embeddings, "image embeddings"))
+        nouns = to_numpy(validate_embeddings(noun_embeddings, "noun embeddings"))
+        n, d = images.shape
+        if nouns.shape[1] != d:
+            raise ValueError(f"noun embeddings are {nouns.shape[1]} wide but image embeddings are {d} wide")
+        if self.n_clusters >= n:
+            raise ValueError(f"n_clusters={self.n_clusters} must be smaller than the number of images ({n})")
+
+        self.device_ = dev
+        self.n_features_in_ = d
+        self.n_centers_ = (
+            semantic_center_count(n, self.n_clusters) if self.n_centers is None else min(self.n_centers, n)
+        )
+        self.centers_, self.center_labels_ = spherical_kmeans(
+            images,
+            self.n_centers_,
+            n_iter=self.kmeans_iter,
+            n_restarts=self.kmeans_restarts,
+            seed=self.seed,
+            device=dev,
+            backend=self.backend,
+        )
+        self.text_space_: TextSpace = select_text_space(nouns, self.centers_, self.gamma, device=dev)
+        self.text_embeddings_ = nouns[self.text_space_.noun_indices]
+        self.counterparts_, self.top_nouns_, _ = retrieve_counterparts(
+            images, self.text_embeddings_, self.retrieval_temperature, device=dev, return_top=True
+        )
+
+        self.n_neighbors_ = self.n_neighbors
+        if self.n_neighbors >= n:
+            self.n_neighbors_ = n - 1
+            warnings.warn(
+                f"only {n} images: using {n - 1} nearest neighbours instead of {self.n_neighbors}",
+                stacklevel=2,
+            )
+        self.knn_image_ = knn_inner_product(images, self.n_neighbors_, device=dev, backend=self.backend)
+        self.knn_text_ = knn_inner_product(
+            self.counterparts_, self.n_neighbors_, device=dev, backend=self.backend
+        )
+
+        self.training_config_ = HeadTrainingConfig.for_clusters(
+            self.n_clusters,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            tau=self.tau,
+            lr=self.lr,
+            entropy_weight=self.entropy_weight,
+            cuda_graph=self.cuda_graph,
+        )
+        self.image_head_: ClusterHead
+        self.text_head_: ClusterHead
+        self.history_: TrainingHistory
+        self.image_head_, self.text_head_, self.history_ = train_heads(
+            images,
+            self.counterparts_,
+            self.knn_image_,
+            self.knn_text_,
+            self.n_clusters,
+            self.training_config_,
+            seed=self.seed,
+            device=dev,
+            callback=callback,
+        )
+        return self
+
+    # ---------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "history_"):
+            raise RuntimeError("this TAC instance is not fitted yet; call fit() first")
+
+    def _check_input(self, x: ArrayLike) -> np.ndarray:
+        self._check_fitted()
+        images = to_numpy(validate_embeddings(x, "image embeddings"))
+        if images.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected {self.n_features_in_}-wide embeddings, got {images.shape[1]}")
+        return images
+
+    def transform_counterparts(self, x: ArrayLike) -> np.ndarray:
+        """(N, d) image embeddings -> (N, d) float32 text counterparts from the fitted text space."""
+        images = self._check_input(x)
+        return retrieve_counterparts(
+            images, self.text_embeddings_, self.retrieval_temperature, device=self.device_
+        )
+
+    def predict_proba(self, x: ArrayLike, head: Head = "image") -> np.ndarray:
+        """(N, d) image embeddings -> (N, K) float32 cluster probabilities.
+
+        head: "image" (f(v), the paper's result), "text" (g of the counterparts) or "mean"
+        (average of the two).
+        """
+        if head not in ("image", "text", "mean"):
+            raise ValueError(f"head must be 'image', 'text' or 'mean', got {head!r}")
+        images = self._check_input(x)
+        if head == "image":
+            return predict_proba(self.image_head_, images)
+        text = predict_proba(self.text_head_, self.transform_counterparts(images))
+        if head == "text":
+            return text
+        return 0.5 * (predict_proba(self.image_head_, images) + text)
+
+    def predict(self, x: ArrayLike) -> np.ndarray:
+        """(N, d) image embeddings -> (N,) int64 labels, argmax of the image head (spec §8)."""
+        return self.predict_proba(x, "image").argmax(axis=1).astype(np.int64)
+
+    def predict_text(self, x: ArrayLike) -> np.ndarray:
+        """(N,) int64 labels from the text head applied to the counterparts of x."""
+        return self.predict_proba(x, "text").argmax(axis=1).astype(np.int64)
+
+    def predict_mean(self, x: ArrayLike) -> np.ndarray:
+        """(N,) int64 labels from the mean of the image- and text-head probabilities."""
+        return self.predict_proba(x, "mean").argmax(axis=1).astype(np.int64)
+
+    def fit_predict_baseline(self, x: ArrayLike) -> np.ndarray:
+        """Training-free TAC on x (spec §5): k-means with K clusters on [v, counterpart(v)].
+
+        Needs only the fitted text space; returns (N,) int64 labels.
+        """
+        images = self._check_input(x)
+        return no_train_baseline(
+            images,
+            self.transform_counterparts(images),
+            self.n_clusters,
+            seed=self.seed,
+            n_iter=self.kmeans_iter,
+            n_restarts=self.baseline_restarts,
+            device=self.device_,
+            backend=self.backend,
+        )

@@ -1,0 +1,303 @@
+"""Vector search for TAC: spherical k-means (semantic centres, baseline) and exact inner-product kNN.
+
+Two interchangeable backends, chosen by ``backend="auto"``:
+
+* ``faiss`` -- ``faiss.Kmeans`` / ``IndexFlatIP``, on the GPU when faiss was built with GPU support
+  and the device is CUDA, otherwise on the CPU (the default on CPU).
+* ``torch`` -- blockwise matrix products on ``device`` (Lloyd iterations, top-k). Picked on CUDA
+  when faiss has no GPU support, so a GPU without faiss-gpu still runs these steps fast. It can be
+  forced on the CPU (tests use this to check that both backends agree).
+
+Both operate on L2-normalised rows, so "distance" is the cosine ``sim`` of the spec throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import faiss
+import numpy as np
+import torch
+
+from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from .validation import validate_embeddings
+
+Backend = Literal["auto", "faiss", "torch"]
+
+# Elements of one (rows x columns) similarity block: 2**26 float32 = 256 MiB keeps blockwise
+# products well inside any GPU's memory while staying large enough to saturate it.
+_BLOCK_ELEMENTS = 2**26
+
+
+def faiss_has_gpu() -> bool:
+    """True when the installed faiss was built with GPU support and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _pick_backend(backend: Backend, device: torch.device) -> str:
+    if backend not in ("auto", "faiss", "torch"):
+        raise ValueError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        return "faiss" if faiss_has_gpu() else "torch"
+    return "faiss"
+
+
+def _rows_per_block(n_cols: int, block_size: int | None) -> int:
+    if block_size is not None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        return block_size
+    return max(1, _BLOCK_ELEMENTS // max(n_cols, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Spherical k-means
+# --------------------------------------------------------------------------------------------
+
+
+def _assign(x: torch.Tensor, centers: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centre by inner product for every row of x: (assignments (N,), best sim (N,))."""
+    labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    best = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], rows):
+        stop = min(start + rows, x.shape[0])
+        sim, idx = (x[start:stop] @ centers.T).max(dim=1)
+        best[start:stop] = sim
+        labels[start:stop] = idx
+    return labels, best
+
+
+def _member_means(
+    x: torch.Tensor, labels: torch.Tensor, n_clusters: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    sums = torch.zeros(n_clusters, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=n_clusters)
+    return sums, counts
+
+
+def _normalise(c: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(c, dim=1)
+
+
+def _torch_lloyd(
+    x: torch.Tensor, n_clusters: int, n_iter: int, n_restarts: int, seed: int, rows: int
+) -> torch.Tensor:
+    """Best-of-restarts spherical Lloyd on x's device; returns trained centres (k, d).
+
+    Host synchronisation once per iteration (convergence test) is fine here: k-means runs a few
+    hundred iterations in total, unlike the head training loop.
+    """
+    n = x.shape[0]
+    gen = torch.Generator(device=x.device)
+    best_centers, best_obj = None, -math.inf
+    for restart in range(n_restarts):
+        gen.manual_seed(seed + restart)
+        # Random distinct points as initial centres, like faiss's default initialisation.
+        centers = x[torch.randperm(n, generator=gen, device=x.device)[:n_clusters]].clone()
+        previous = None
+        for _ in range(n_iter):
+            labels, sim = _assign(x, centers, rows)
+            sums, counts = _member_means(x, labels, n_clusters)
+            empty = counts == 0
+            n_empty = int(empty.sum())
+            if n_empty:
+                # Re-seed empty clusters with the points their current centre serves worst, so
+                # every centre keeps a direction (faiss instead splits the largest clusters).
+                sums[empty] = x[torch.topk(sim, n_empty, largest=False).indices]
+            elif previous is not None and torch.equal(labels, previous):
+                break  # assignments stable -> centres are a fixed point; more iterations change nothing
+            centers = _normalise(sums)
+            previous = labels
+        _, sim = _assign(x, centers, rows)
+        objective = float(sim.double().sum())
+        if objective > best_obj:
+            best_obj, best_centers = objective, centers
+    assert best_centers is not None
+    return best_centers
+
+
+def _faiss_kmeans(
+    x: np.ndarray,
+    n_clusters: int,
+    n_iter: int,
+    n_restarts: int,
+    seed: int,
+    use_gpu: bool,
+    max_points_per_centroid: int | None,
+) -> np.ndarray:
+    n, d = x.shape
+    if max_points_per_centroid is None:
+        # faiss subsamples to 256 points per centre by default; the spec clusters every image.
+        max_points_per_centroid = -(-n // n_clusters) + 1
+    km = faiss.Kmeans(
+        d,
+        n_clusters,
+        niter=n_iter,
+        nredo=n_restarts,
+        spherical=True,
+        seed=seed,
+        verbose=False,
+        gpu=bool(use_gpu),
+        # Only silences faiss's "please provide at least 39*k points" warning; no effect on the result.
+        min_points_per_centroid=1,
+        max_points_per_centroid=int(max_points_per_centroid),
+    )
+    km.train(x)
+    return np.asarray(km.centroids, dtype=np.float32)
+
+
+def spherical_kmeans(
+    x: ArrayLike,
+    n_clusters: int,
+    *,
+    n_iter: int = 300,
+    n_restarts: int = 10,
+    seed: int = 0,
+    device: DeviceLike = None,
+    backend: Backend = "auto",
+    max_points_per_centroid: int | None = None,
+    block_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means (cosine) on the rows of x, best of ``n_restarts`` by total similarity.
+
+    Args:
+        x: (N, d) embeddings (normalised here; non-finite or zero rows raise ValueError).
+        n_clusters: k, 1 <= k <= N.
+        n_iter: Lloyd iterations per restart (spec: 300).
+        n_restarts: independent initialisations, the best objective is kept (spec: 10 for the
+            semantic centres, 20 for the training-free baseline).
+        seed: fixes the initialisations; deterministic on CPU.
+        device: where the torch backend (or faiss-gpu) runs; None or "auto" = CUDA when available.
+        backend: "auto" | "faiss" | "torch" (see module docstring).
+        max_points_per_centroid: faiss backend only; None uses every point (faiss's own default
+            would subsample to 256 per centre, as the original scripts did implicitly).
+        block_size: rows per similarity block for the torch backend; None sizes it automatically.
+
+    Returns:
+        centers: (k, d) float32 numpy, each the L2-normalised mean of its members (spec §3),
+            recomputed from the final assignments; a centre left without members keeps its
+            trained direction.
+        assignments: (N,) int64 numpy, index of each row's most similar trained centre.
+    """
+    if not isinstance(n_clusters, int | np.integer) or n_clusters < 1:
+        raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    dev = resolve_device(device)
+    xt = as_tensor(validate_embeddings(as_tensor(x, dev), "k-means input"), dev)
+    n, _ = xt.shape
+    if n_clusters > n:
+        raise ValueError(f"cannot form {n_clusters} clusters from {n} points (more centres than points)")
+    if n_iter < 1 or n_restarts < 1:
+        raise ValueError(f"n_iter and n_restarts must be >= 1, got {n_iter} and {n_restarts}")
+    rows = _rows_per_block(n_clusters, block_size)
+
+    if _pick_backend(backend, dev) == "faiss":
+        trained = _faiss_kmeans(
+            xt.cpu().numpy(),
+            int(n_clusters),
+            n_iter,
+            n_restarts,
+            seed,
+            use_gpu=dev.type == "cuda" and faiss_has_gpu(),
+            max_points_per_centroid=max_points_per_centroid,
+        )
+        trained_t = _normalise(torch.from_numpy(trained).to(dev))
+    else:
+        trained_t = _torch_lloyd(xt, int(n_clusters), n_iter, n_restarts, seed, rows)
+
+    labels, _ = _assign(xt, trained_t, rows)
+    sums, counts = _member_means(xt, labels, int(n_clusters))
+    # Spec §3: centre = mean of its members, then normalised. Empty ones keep the trained centre.
+    centers = torch.where((counts > 0).unsqueeze(1), _normalise(sums), trained_t)
+    return centers.cpu().numpy().astype(np.float32), labels.cpu().numpy().astype(np.int64)
+
+
+def assign_to_centers(
+    x: ArrayLike, centers: ArrayLike, *, device: DeviceLike = None, block_size: int | None = None
+) -> np.ndarray:
+    """Index of the most similar centre (cosine) for every row of x.
+
+    Args:
+        x: (N, d) embeddings.  centers: (k, d) centres, e.g. from :func:`spherical_kmeans`.
+
+    Returns:
+        (N,) int64 numpy. Extends a clustering fitted on one split to other rows.
+    """
+    dev = resolve_device(device)
+    xt = as_tensor(validate_embeddings(as_tensor(x, dev), "embeddings"), dev)
+    ct = as_tensor(validate_embeddings(as_tensor(centers, dev), "centres"), dev)
+    if xt.shape[1] != ct.shape[1]:
+        raise ValueError(f"embeddings are {xt.shape[1]} wide but centres are {ct.shape[1]} wide")
+    labels, _ = _assign(xt, ct, _rows_per_block(ct.shape[0], block_size))
+    return labels.cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Exact inner-product kNN
+# --------------------------------------------------------------------------------------------
+
+
+def drop_self(indices: np.ndarray, k: int) -> np.ndarray:
+    """From (N, k+1) neighbour lists, drop each row's own index wherever it appears.
+
+    Duplicated embeddings tie with the query, so the query is not necessarily the first hit
+    (or, with more than k duplicates, not a hit at all -- then the last entry goes).
+    Returns (N, k) int64 with the remaining neighbours in their original order.
+    """
+    is_self = indices == np.arange(indices.shape[0])[:, None]
+    # Stable sort on the boolean mask moves self (True) behind the others, order otherwise kept.
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(indices, order, axis=1).astype(np.int64)
+
+
+def knn_inner_product(
+    x: ArrayLike,
+    k: int,
+    *,
+    exclude_self: bool = True,
+    device: DeviceLike = None,
+    backend: Backend = "auto",
+    block_size: int | None = None,
+) -> np.ndarray:
+    """Exact k nearest neighbours of every row of x among the rows of x, by cosine similarity.
+
+    Args:
+        x: (N, d) embeddings (normalised here).
+        k: neighbours per row; at most N-1 with ``exclude_self`` (N otherwise).
+        exclude_self: leave each row's own index out of its list (by index, so duplicates of the
+            row are still returned as neighbours).
+        device, backend, block_size: as in :func:`spherical_kmeans`; ``block_size`` is the number
+            of query rows per (rows x N) similarity block in the torch backend.
+
+    Returns:
+        (N, k) int64 numpy, neighbours by decreasing similarity.
+    """
+    dev = resolve_device(device)
+    xt = as_tensor(validate_embeddings(as_tensor(x, dev), "kNN input"), dev)
+    n, d = xt.shape
+    limit = n - 1 if exclude_self else n
+    if not 1 <= k <= limit:
+        raise ValueError(f"k must be between 1 and {limit} for {n} points, got {k}")
+
+    if _pick_backend(backend, dev) == "faiss":
+        xs = np.ascontiguousarray(xt.cpu().numpy())
+        index = faiss.IndexFlatIP(d)
+        if dev.type == "cuda" and faiss_has_gpu():
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, dev.index or 0, index)
+        index.add(xs)
+        _, found = index.search(xs, k + 1 if exclude_self else k)
+        return drop_self(found, k) if exclude_self else found.astype(np.int64)
+
+    rows = _rows_per_block(n, block_size)
+    out = torch.empty(n, k, dtype=torch.int64, device=dev)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        sim = xt[start:stop] @ xt.T
+        if exclude_self:
+            local = torch.arange(stop - start, device=dev)
+            sim[local, local + start] = -math.inf  # the query itself, by index
+        out[start:stop] = torch.topk(sim, k, dim=1, largest=True, sorted=True).indices
+    return out.cpu().numpy()

@@ -1,0 +1,71 @@
+"""Materialize the asset graph in process, as the UI would, with the offline tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from dagster import DagsterInstance, materialize
+
+from tac_pipeline.assets import build_assets
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.paths import store_dir
+from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource
+from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.resources.io_manager import ParquetIOManager
+
+NOUN_ASSET = "wordnet_noun_embeddings"
+#: The vocabulary is cut for speed in tests; the selection logic is the same.
+TEST_NOUNS = 3000
+
+
+def tiny_encoder(**overrides) -> ClipEncoderResource:
+    return ClipEncoderResource(model_name="tac-tiny", pretrained=None, num_workers=0, **overrides)
+
+
+def resources(data_dir: Path, encoder: ClipEncoderResource | None = None) -> dict:
+    return {
+        "io_manager": ParquetIOManager(base_dir=str(store_dir(data_dir))),
+        "tac_data": TacDataResource(data_dir=str(data_dir)),
+        "clip_encoder": encoder or tiny_encoder(),
+        "compute_device": ComputeDeviceResource(device="cpu"),
+    }
+
+
+def materialize_nouns(data_dir: Path, instance: DagsterInstance, encoder: ClipEncoderResource | None = None):
+    encoder = encoder or tiny_encoder()
+    result = materialize(
+        build_assets(encoder.identity()),
+        selection=[NOUN_ASSET],
+        resources=resources(data_dir, encoder),
+        instance=instance,
+        run_config={"ops": {NOUN_ASSET: {"config": {"max_nouns": TEST_NOUNS}}}},
+    )
+    assert result.success
+    return result
+
+
+def materialize_dataset(
+    data_dir: Path,
+    instance: DagsterInstance,
+    key: str,
+    encoder: ClipEncoderResource | None = None,
+    raise_on_error: bool = True,
+):
+    encoder = encoder or tiny_encoder()
+    if not instance.has_dynamic_partition(datasets_partitions.name, key):
+        instance.add_dynamic_partitions(datasets_partitions.name, [key])
+    assets = build_assets(encoder.identity())
+    return materialize(
+        assets,
+        selection=[a.key for a in assets if a.partitions_def is not None],
+        partition_key=key,
+        resources=resources(data_dir, encoder),
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
+
+
+def read_output(data_dir: Path, asset: str, key: str | None = None):
+    path = store_dir(data_dir) / (f"{asset}.parquet" if key is None else f"{asset}/{key}.parquet")
+    return pq.read_table(path)

@@ -1,0 +1,64 @@
+"""The Parquet IO manager writes atomically: a failure mid-write leaves the previous file intact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey, asset, instance_for_test, materialize
+
+from tac_pipeline.resources import io_manager
+from tac_pipeline.resources.io_manager import ParquetIOManager, write_parquet_atomically
+from tac_pipeline.tables import column_matrix, embedding_array
+
+
+def _table(value: float) -> pa.Table:
+    return pa.table({"id": [1, 2, 3], "embedding": embedding_array(np.full((3, 4), value, dtype=np.float32))})
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "store" / "asset" / "part.parquet"
+    write_parquet_atomically(_table(1.0), path)
+    real_write = pq.write_table
+
+    def crash_half_way(table, where, **kwargs):
+        real_write(table.slice(0, 1), where, **kwargs)  # some bytes reach the disk...
+        raise OSError("disk full")  # ...then the write dies
+
+    monkeypatch.setattr(io_manager.pq, "write_table", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet_atomically(_table(2.0), path)
+    monkeypatch.undo()
+
+    kept = pq.read_table(path)
+    assert kept.equals(_table(1.0))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["part.parquet"]  # no temporary file left
+
+
+def test_io_manager_round_trip_and_failed_run_keep_store_readable(tmp_path, monkeypatch):
+    state = {"value": 1.0}
+
+    @asset
+    def vectors() -> pa.Table:
+        return _table(state["value"])
+
+    resources = {"io_manager": ParquetIOManager(base_dir=str(tmp_path))}
+    with instance_for_test() as instance:
+        assert materialize([vectors], resources=resources, instance=instance).success
+        stored = tmp_path / "vectors.parquet"
+        table = pq.read_table(stored)
+        assert table.schema.field("embedding").type == pa.list_(pa.float32(), 4)
+        np.testing.assert_array_equal(column_matrix(table, "embedding"), np.ones((3, 4)))
+
+        def crash(*args, **kwargs):
+            raise OSError("killed during write")
+
+        state["value"] = 5.0
+        monkeypatch.setattr(io_manager.pq, "write_table", crash)
+        result = materialize([vectors], resources=resources, instance=instance, raise_on_error=False)
+        assert not result.success
+        monkeypatch.undo()
+        assert pq.read_table(stored).equals(table)
+        event = instance.get_latest_materialization_event(AssetKey("vectors"))
+        assert event.asset_materialization.metadata["dagster/row_count"].value == 3

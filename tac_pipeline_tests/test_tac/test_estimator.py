@@ -1,0 +1,126 @@
+"""The TAC estimator: attributes, predictions, determinism and edge cases."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tac_pipeline.tac import TAC, TextSpace
+
+from .conftest import blobs, unit_rows
+
+FAST = {"kmeans_iter": 20, "kmeans_restarts": 2, "baseline_restarts": 2, "epochs": 3, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def data():
+    v, y = blobs(n_per=40, n_blobs=3, dim=12, spread=0.1, seed=0)
+    nouns = unit_rows(np.random.default_rng(1).standard_normal((60, 12)))
+    return v, nouns, y
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    v, nouns, _ = data
+    return TAC(3, seed=0, device="cpu", n_neighbors=10, **FAST).fit(v, nouns)
+
+
+def test_fitted_attributes(fitted, data):
+    v, nouns, _ = data
+    m = fitted
+    assert m.n_centers_ == 9  # N / K = 40 < 300 -> 3K
+    assert m.centers_.shape == (9, 12) and m.center_labels_.shape == (120,)
+    assert isinstance(m.text_space_, TextSpace) and len(m.text_space_) <= 45
+    np.testing.assert_allclose(m.text_embeddings_, nouns[m.text_space_.noun_indices], atol=1e-6)
+    assert m.counterparts_.shape == (120, 12) and m.top_nouns_.shape == (120,)
+    assert m.knn_image_.shape == m.knn_text_.shape == (120, 10) and m.n_neighbors_ == 10
+    assert len(m.history_) == 3 and m.training_config_.batch_size == 32
+    assert m.image_head_.n_clusters == 3 and m.text_head_.in_dim == 12
+
+
+def test_predictions(fitted, data):
+    v, _, _ = data
+    labels = fitted.predict(v[:50])
+    assert labels.dtype == np.int64 and labels.shape == (50,) and labels.max() < 3
+    for head in ("image", "text", "mean"):
+        p = fitted.predict_proba(torch.from_numpy(v[:50]), head=head)
+        assert p.shape == (50, 3)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(fitted.predict_proba(v, "text").argmax(1), fitted.predict_text(v))
+    np.testing.assert_array_equal(fitted.predict_proba(v, "mean").argmax(1), fitted.predict_mean(v))
+    np.testing.assert_allclose(fitted.transform_counterparts(v), fitted.counterparts_, atol=1e-6)
+    base = fitted.fit_predict_baseline(v[:60])
+    assert base.dtype == np.int64 and base.shape == (60,)
+    with pytest.raises(ValueError, match="head"):
+        fitted.predict_proba(v, head="both")
+    with pytest.raises(ValueError, match="12-wide"):
+        fitted.predict(v[:, :5])
+
+
+def test_same_seed_same_everything(data):
+    v, nouns, _ = data
+    a = TAC(3, seed=3, device="cpu", n_neighbors=10, **FAST).fit(v, nouns)
+    b = TAC(3, seed=3, device="cpu", n_neighbors=10, **FAST).fit(torch.from_numpy(v), torch.from_numpy(nouns))
+    np.testing.assert_array_equal(a.text_space_.noun_indices, b.text_space_.noun_indices)
+    np.testing.assert_array_equal(a.predict(v), b.predict(v))
+    np.testing.assert_array_equal(a.fit_predict_baseline(v), b.fit_predict_baseline(v))
+    assert a.history_.as_dict()["total"] == b.history_.as_dict()["total"]
+
+
+def test_small_n_warns_and_shrinks_neighbours(data):
+    v, nouns, _ = data
+    with pytest.warns(UserWarning, match="using 29 nearest neighbours instead of 50"):
+        m = TAC(3, device="cpu", **{**FAST, "batch_size": 16}).fit(v[:30], nouns)
+    assert m.n_neighbors_ == 29 and m.knn_image_.shape == (30, 29)
+    assert not (m.knn_image_ == np.arange(30)[:, None]).any()
+
+
+def test_no_warning_with_enough_images(data):
+    v, nouns, _ = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TAC(3, device="cpu", n_neighbors=10, **FAST).fit(v, nouns)
+
+
+@pytest.mark.parametrize("k", [1, 0, -2])
+def test_too_few_clusters(k):
+    with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
+        TAC(k)
+
+
+def test_too_many_clusters(data):
+    v, nouns, _ = data
+    with pytest.raises(ValueError, match="smaller than the number of images"):
+        TAC(10, device="cpu").fit(v[:10], nouns)
+
+
+def test_non_finite_rows_are_counted(data):
+    v, nouns, _ = data
+    bad = v.copy()
+    bad[[3, 50, 99]] = np.nan
+    with pytest.raises(ValueError, match="image embeddings: 3 of 120 rows contain non-finite"):
+        TAC(3, device="cpu").fit(bad, nouns)
+    zero = nouns.copy()
+    zero[7] = 0
+    with pytest.raises(ValueError, match="noun embeddings: 1 of 60 rows have zero norm"):
+        TAC(3, device="cpu").fit(v, zero)
+
+
+def test_noun_width_mismatch(data):
+    v, nouns, _ = data
+    with pytest.raises(ValueError, match="noun embeddings are 8 wide but image embeddings are 12 wide"):
+        TAC(3, device="cpu").fit(v, nouns[:, :8])
+
+
+def test_not_fitted():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TAC(3).predict(np.ones((2, 4)))
+
+
+def test_duplicate_images(data):
+    v, nouns, _ = data
+    dup = np.concatenate([v, v[:20]])
+    m = TAC(3, device="cpu", n_neighbors=10, **FAST).fit(dup, nouns)
+    assert not (m.knn_image_ == np.arange(140)[:, None]).any()
+    assert not (m.knn_text_ == np.arange(140)[:, None]).any()
