@@ -7,6 +7,9 @@ STAMP := $(VENV)/.tac-installed
 DATASET ?=
 MODEL ?=
 PRETRAINED ?=
+# Passed to recipes through the environment and quoted there ("$$DATASET"), never pasted into the shell
+# command line: a name holding quotes or ';' stays one plain argument.
+export DATASET MODEL PRETRAINED
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
@@ -31,11 +34,11 @@ $(DAGSTER_HOME):
 	@mkdir -p $(DAGSTER_HOME)
 
 demo: $(STAMP) $(DAGSTER_HOME)
-	$(PY) -m tac_pipeline.cli demo $(if $(MODEL),--model '$(MODEL)') $(if $(PRETRAINED),--pretrained '$(PRETRAINED)')
+	$(PY) -m tac_pipeline.cli demo $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 cluster: $(STAMP) $(DAGSTER_HOME)
-	@test -n "$(DATASET)" || { echo "usage: make cluster DATASET=<folder in data/drops> [MODEL=<open_clip model>]"; exit 2; }
-	$(PY) -m tac_pipeline.cli cluster '$(DATASET)' $(if $(MODEL),--model '$(MODEL)') $(if $(PRETRAINED),--pretrained '$(PRETRAINED)')
+	@test -n "$$DATASET" || { echo "usage: make cluster DATASET=<folder in data/drops> [MODEL=<open_clip model>]"; exit 2; }
+	$(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 # The Dagster UI, on this machine only.
 ui: $(STAMP) $(DAGSTER_HOME)

@@ -82,16 +82,12 @@ def _materialize(
 
 def _nouns_current(instance, env: dict[str, str]) -> bool:
     """True when noun embeddings exist for the configured encoder (same code version, file present)."""
-    from dagster import AssetKey
-
+    from tac_pipeline.assets.embeddings import embedding_code_version
+    from tac_pipeline.automation.sensors import nouns_current
     from tac_pipeline.resources.compute import encoder_from_env
 
-    wanted = encoder_from_env(env).identity()
-    event = instance.get_latest_materialization_event(AssetKey(NOUN_ASSET))
-    if event is None or not (store_dir() / f"{NOUN_ASSET}.parquet").exists():
-        return False
-    tags = event.asset_materialization.tags or {}
-    return tags.get("dagster/code_version", "").endswith(wanted)
+    version = embedding_code_version(encoder_from_env(env).identity())
+    return nouns_current(instance, version) and (store_dir() / f"{NOUN_ASSET}.parquet").exists()
 
 
 def cluster(

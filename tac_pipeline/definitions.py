@@ -7,6 +7,9 @@ import os
 from dagster import Definitions, define_asset_job, multiprocess_executor
 
 from tac_pipeline.assets import build_assets
+from tac_pipeline.assets.checks import build_asset_checks
+from tac_pipeline.assets.embeddings import embedding_code_version
+from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.paths import data_root, store_dir
 from tac_pipeline.resources.compute import (
     GPU_TAG,
@@ -36,8 +39,12 @@ def build_definitions(
     """The project's Definitions for a data root and encoder (defaults: ``$TAC_DATA_DIR``, ``$TAC_CLIP_*``)."""
     encoder = encoder or encoder_from_env()
     assets = build_assets(encoder.identity())
+    noun_version = embedding_code_version(encoder.identity())
     return Definitions(
         assets=assets,
+        asset_checks=build_asset_checks(),
+        sensors=[build_drops_sensor(data_dir, noun_version)],
+        schedules=[build_recluster_schedule(data_dir, noun_version)],
         jobs=[
             define_asset_job(
                 "cluster_dataset",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import AssetExecutionContext, AssetRecordsFilter
 
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
@@ -58,3 +61,28 @@ def dataset_run(key: str, tac_data: TacDataResource, images: pa.Table) -> Datase
 
 def embeddings(table: pa.Table, column: str = "embedding") -> np.ndarray:
     return column_matrix(table, column)
+
+
+def previous_output(context: AssetExecutionContext, *, code_version: str | None = None) -> pa.Table | None:
+    """This asset's last stored table for the partition being computed, or None.
+
+    With ``code_version``, only a materialization made by that code version counts (e.g. the same encoder).
+    Read through the path the IO manager recorded, so the store layout has one owner.
+    """
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    if code_version is not None and (materialization.tags or {}).get("dagster/code_version") != code_version:
+        return None
+    entry = materialization.metadata.get("path") or materialization.metadata.get("dagster/uri")
+    path = getattr(entry, "value", None)
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:  # an unreadable previous file only costs recomputation
+        context.log.warning(f"cannot read the previous output {path} ({exc}); starting afresh")
+        return None

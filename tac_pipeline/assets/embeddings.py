@@ -1,5 +1,6 @@
 """Embedding stage: ``image_embeddings`` (per dataset) and ``wordnet_noun_embeddings`` (shared)."""
 
+import os
 import time
 
 import numpy as np
@@ -7,14 +8,22 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, asset
 from pydantic import Field
 
+from tac_pipeline.assets.common import previous_output
+from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
+from tac_pipeline.encoders.incremental import content_hashes, plan_reuse
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
-from tac_pipeline.tables import embedding_array
+from tac_pipeline.tables import column_matrix, embedding_array
 
 #: Bump when the asset's computation changes; the encoder identity is appended at definition time.
 CODE_VERSION = "1"
+
+
+def embedding_code_version(encoder_identity: str) -> str:
+    """The code version of both embedding assets: changing the encoder makes them (only them) stale."""
+    return f"{CODE_VERSION}+{encoder_identity}"
 
 
 class NounEmbeddingsConfig(Config):
@@ -24,6 +33,11 @@ class NounEmbeddingsConfig(Config):
     )
 
 
+def _utf8_path(path) -> str | None:
+    """A drop-relative path as valid UTF-8 text: bytes of a non-UTF-8 file name as ``\\xNN`` (like image_id)."""
+    return None if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def image_table(
     image_ids, paths, content_hashes, labels, splits, embeddings: np.ndarray
 ) -> pa.Table:  # fmt: skip
@@ -31,7 +45,7 @@ def image_table(
     return pa.table(
         {
             "image_id": pa.array(image_ids, type=pa.string()),
-            "path": pa.array(paths, type=pa.string()),
+            "path": pa.array([_utf8_path(p) for p in paths], type=pa.string()),
             "content_hash": pa.array(content_hashes, type=pa.string()),
             "label": pa.array(labels, type=pa.string()),
             "split": pa.array(splits, type=pa.string()),
@@ -54,7 +68,7 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
     @asset(
         partitions_def=datasets_partitions,
         group_name="embeddings",
-        code_version=f"{CODE_VERSION}+{encoder_identity}",
+        code_version=embedding_code_version(encoder_identity),
         op_tags={GPU_TAG: "true"},
         description="CLIP image embeddings of a drop (or its embeddings.parquet), L2-normalised, one row per image.",
     )
@@ -79,45 +93,67 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
         from tac_pipeline.encoders import discover_images, encode_drop
 
         listing = discover_images(drop)
-        with compute_device.acquire(context.log) as device:
-            encoder = clip_encoder.build(device)
-            encoded = encode_drop(
-                encoder, listing.records, num_workers=clip_encoder.num_workers, logger=context.log
-            )
-        skipped = list(getattr(listing, "skipped", [])) + list(encoded.skipped)
-        if len(encoded.image_ids) == 0:
+        records = listing.records
+        manifest = drop_manifest(drop)
+        previous = previous_output(context, code_version=embedding_code_version(encoder_identity))
+        hashes = content_hashes([r.path for r in records])
+        plan = plan_reuse(hashes, previous)
+        rows: dict[int, tuple[str, np.ndarray]] = {}  # listing position -> (content hash, embedding)
+        if plan.reuse:
+            old = column_matrix(previous, "embedding")
+            rows.update((pos, (hashes[pos], old[row])) for pos, row in plan.reuse)
+        skipped = list(listing.skipped)
+        device, rate, seconds = "none (all reused)", 0.0, 0.0
+        if plan.encode:
+            # Only new or changed files go through CLIP; the model is not even loaded otherwise.
+            with compute_device.acquire(context.log) as device:
+                encoder = clip_encoder.build(device)
+                encoded = encode_drop(
+                    encoder,
+                    [records[i] for i in plan.encode],
+                    num_workers=clip_encoder.num_workers,
+                    logger=context.log,
+                )
+            for j, index in enumerate(encoded.indices):
+                rows[plan.encode[int(index)]] = (encoded.content_hashes[j], encoded.embeddings[j])
+            skipped += list(encoded.skipped)
+            rate, seconds = float(encoded.images_per_second), float(encoded.seconds)
+        if not rows:
             raise ValueError(
                 f"drop {drop} has no readable images ({len(skipped)} skipped): add JPEG/PNG/WebP/BMP/TIFF/GIF "
                 "files, in <class>/ folders for labels, or an embeddings.parquet"
             )
-        paths = [str(r.path.relative_to(drop)) for r in listing.records]
-        path_of = dict(zip((r.image_id for r in listing.records), paths, strict=True))
+        kept = sorted(rows)
         table = image_table(
-            encoded.image_ids,
-            [path_of.get(i, i) for i in encoded.image_ids],
-            encoded.content_hashes,
-            encoded.labels,
-            encoded.splits,
-            encoded.embeddings,
+            [records[i].image_id for i in kept],
+            [records[i].path.relative_to(drop).as_posix() for i in kept],
+            [rows[i][0] for i in kept],
+            [records[i].label for i in kept],
+            [records[i].split for i in kept],
+            np.stack([rows[i][1] for i in kept]),
         )
         context.add_output_metadata(
             {
-                "images": len(encoded.image_ids),
+                "images": len(kept),
+                "encoded": len(kept) - len(plan.reuse),
+                "reused": len(plan.reuse),
+                "removed": plan.removed,
                 "skipped": len(skipped),
                 "skipped_files": MetadataValue.md(_skipped_markdown(skipped) if skipped else "none"),
                 "labelled": listing.has_labels,
                 "splits": listing.has_splits,
                 "model": clip_encoder.identity(),
                 "device": device,
-                "images_per_second": round(float(encoded.images_per_second), 1),
-                "seconds": round(float(encoded.seconds), 2),
+                "images_per_second": round(rate, 1),
+                "seconds": round(seconds, 2),
+                "drop_digest": manifest.digest,
             }
         )
         return table
 
     @asset(
         group_name="embeddings",
-        code_version=f"{CODE_VERSION}+{encoder_identity}",
+        code_version=embedding_code_version(encoder_identity),
         op_tags={GPU_TAG: "true"},
         description="Every WordNet 3.0 noun embedded by the same CLIP with the 7-template prompt ensemble.",
     )

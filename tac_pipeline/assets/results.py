@@ -5,7 +5,8 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, MetadataValue, asset
 
 from tac_pipeline import tac
-from tac_pipeline.assets.common import dataset_run, embeddings, report_indices
+from tac_pipeline.assets import figures
+from tac_pipeline.assets.common import dataset_run, embeddings, previous_output, report_indices
 from tac_pipeline.assets.training import heads_from_table
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import GPU_TAG, ComputeDeviceResource
@@ -34,34 +35,65 @@ def cluster_labels(
     counterparts: pa.Table,
     trained_heads: pa.Table,
     compute_device: ComputeDeviceResource,
+    tac_data: TacDataResource,
 ) -> pa.Table:
     image_head, text_head, _ = heads_from_table(trained_heads)
     with compute_device.acquire(context.log) as device:
         p = tac.predict_proba(image_head, embeddings(image_embeddings), device=device)
         q = tac.predict_proba(text_head, column_matrix(counterparts, "counterpart"), device=device)
-    cluster = p.argmax(axis=1)
-    sizes = np.bincount(cluster, minlength=p.shape[1])
+    n_clusters = p.shape[1]
+    labels = {
+        "cluster": p.argmax(axis=1),
+        "cluster_text": q.argmax(axis=1),
+        "cluster_mean": ((p + q) / 2).argmax(axis=1),
+        "cluster_no_train": counterparts["cluster_no_train"].to_numpy(),
+    }
+    # Stable ids: each clustering is renumbered to agree best with this partition's previous one.
+    previous = previous_output(context)
+    changed = {}
+    if previous is not None:
+        image_ids = image_embeddings["image_id"].to_numpy(zero_copy_only=False)
+        old_ids = previous["image_id"].to_numpy(zero_copy_only=False)
+        for column in labels:
+            labels[column], _, changed[column] = tac.relabel_stably(
+                image_ids, labels[column], old_ids, previous[column].to_numpy(), n_clusters
+            )
+    cluster = labels["cluster"]
+    sizes = np.bincount(cluster, minlength=n_clusters)
     context.add_output_metadata(
         {
             "images": len(cluster),
-            "n_clusters": p.shape[1],
+            "n_clusters": n_clusters,
             "empty_clusters": int((sizes == 0).sum()),
             "cluster_sizes": MetadataValue.json({str(i): int(s) for i, s in enumerate(sizes)}),
-            "image_text_head_agreement": round(float((cluster == q.argmax(axis=1)).mean()), 4),
+            "image_text_head_agreement": round(float((cluster == labels["cluster_text"]).mean()), 4),
+            "images_changed_cluster": changed.get("cluster", 0)
+            if previous is not None
+            else "first clustering",
         }
     )
-    return pa.table(
+    table = pa.table(
         {
             "image_id": image_embeddings["image_id"],
             "split": image_embeddings["split"],
             "label": image_embeddings["label"],
-            "cluster": pa.array(cluster, type=pa.int64()),
-            "cluster_text": pa.array(q.argmax(axis=1), type=pa.int64()),
-            "cluster_mean": pa.array(((p + q) / 2).argmax(axis=1), type=pa.int64()),
-            "cluster_no_train": counterparts["cluster_no_train"],
+            **{column: pa.array(values, type=pa.int64()) for column, values in labels.items()},
             "confidence": pa.array(p.max(axis=1), type=pa.float32()),
         }
     )
+    # Names from the members' top nouns, the gallery and the 2-D map (figures under store/figures/).
+    context.add_output_metadata(
+        figures.cluster_labels_metadata(
+            table,
+            image_embeddings,
+            counterparts,
+            n_clusters,
+            drop_dir=tac_data.drop_dir(context.partition_key),
+            data_root=tac_data.root,
+            partition=context.partition_key,
+        )
+    )
+    return table
 
 
 @asset(

@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, asset
 from pydantic import Field
 
 from tac_pipeline import tac
+from tac_pipeline.assets import figures
 from tac_pipeline.assets.common import dataset_run, embeddings, fit_indices, report_indices
 from tac_pipeline.encoders.byo import BYO_NOUNS, read_byo_nouns
 from tac_pipeline.partitions import datasets_partitions
@@ -92,6 +93,15 @@ def semantic_centers(
             "size_median": float(np.median(sizes)),
             "size_max": int(sizes.max()),
             "empty_centers": int((sizes == 0).sum()),
+            "center_sizes": MetadataValue.json([int(s) for s in sizes]),
+            **figures.publish_figure(
+                figures.center_sizes_figure(sizes),
+                data_root=tac_data.root,
+                asset="semantic_centers",
+                partition=context.partition_key,
+                name="center_sizes_plot",
+                title="semantic centre sizes",
+            ),
         }
     )
     return pa.table(

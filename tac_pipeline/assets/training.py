@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, asset
 from pydantic import Field
 
 from tac_pipeline import tac
+from tac_pipeline.assets import figures
 from tac_pipeline.assets.common import dataset_run, embeddings, fit_indices
 from tac_pipeline.assets.text import pick
 from tac_pipeline.partitions import datasets_partitions
@@ -186,4 +187,8 @@ def trained_heads(
             ),
         }
     )
-    return heads_table(image_head.cpu(), text_head.cpu(), history)
+    table = heads_table(image_head.cpu(), text_head.cpu(), history)
+    context.add_output_metadata(
+        figures.loss_curves_metadata(table, data_root=tac_data.root, partition=context.partition_key)
+    )
+    return table

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tac_pipeline.atomic import atomic_write
 from tac_pipeline.paths import cache_dir, data_root
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,4 @@ def _write_parquet_atomically(frame: pd.DataFrame, path: Path, metadata: dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: pq.write_table(table, handle))

@@ -8,7 +8,6 @@ columns stay fixed-size list<float32> with no per-row Python objects.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 import pandas as pd
@@ -26,6 +25,8 @@ from dagster import (
 from pydantic import Field
 from upath import UPath
 
+from tac_pipeline.atomic import atomic_write
+from tac_pipeline.partitions import validate_dataset_key
 from tac_pipeline.tables import is_vector_type
 
 PREVIEW_ROWS = 5
@@ -44,17 +45,7 @@ def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | s
             pq.write_table(table, handle)
         return
     local = os.fspath(path.path if hasattr(path, "path") else path)
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, local)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(local, lambda handle: pq.write_table(table, handle))
 
 
 def as_table(obj: Any) -> pa.Table:
@@ -86,6 +77,11 @@ def table_preview(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
 
 class _ParquetUPathIOManager(UPathIOManager):
     extension = ".parquet"
+
+    def get_path_for_partition(self, context, path: UPath, partition: str) -> UPath:
+        # A partition key becomes a file name: validate it first, so that '../x', 'a/b' or '.x' (added through
+        # the UI or the API, bypassing the drop scan) can never read or write outside <base_dir>/<asset>/.
+        return super().get_path_for_partition(context, path, validate_dataset_key(partition))
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
         write_parquet_atomically(as_table(obj), path)

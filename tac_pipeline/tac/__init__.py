@@ -18,6 +18,7 @@ from .heads import (
     train_heads,
 )
 from .metrics import cluster_metrics, clustering_accuracy
+from .stability import match_cluster_ids, relabel_stably
 from .text_space import (
     TextSpace,
     classify_nouns,
@@ -48,8 +49,10 @@ __all__ = [
     "drop_self",
     "faiss_has_gpu",
     "knn_inner_product",
+    "match_cluster_ids",
     "no_train_baseline",
     "predict_proba",
+    "relabel_stably",
     "resolve_device",
     "retrieve_counterparts",
     "select_text_space",

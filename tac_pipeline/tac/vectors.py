@@ -16,12 +16,16 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import faiss
 import numpy as np
 import torch
 
 from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
 from .validation import validate_embeddings
+
+try:  # faiss is the CPU workhorse; a GPU machine without it runs everything through the torch path
+    import faiss
+except ImportError:  # pragma: no cover - exercised on machines without faiss
+    faiss = None
 
 Backend = Literal["auto", "faiss", "torch"]
 
@@ -32,17 +36,19 @@ _BLOCK_ELEMENTS = 2**26
 
 def faiss_has_gpu() -> bool:
     """True when the installed faiss was built with GPU support and sees at least one GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 def _pick_backend(backend: Backend, device: torch.device) -> str:
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
+    if backend == "faiss" and faiss is None:
+        raise ValueError("backend='faiss' needs the faiss package: pip install faiss-cpu (or faiss-gpu)")
     if backend != "auto":
         return backend
     if device.type == "cuda":
         return "faiss" if faiss_has_gpu() else "torch"
-    return "faiss"
+    return "faiss" if faiss is not None else "torch"
 
 
 def _rows_per_block(n_cols: int, block_size: int | None) -> int:

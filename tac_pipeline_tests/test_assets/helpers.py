@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from dagster import DagsterInstance, materialize
 
 from tac_pipeline.assets import build_assets
+from tac_pipeline.assets.checks import build_asset_checks
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import store_dir
 from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource
@@ -35,7 +36,7 @@ def resources(data_dir: Path, encoder: ClipEncoderResource | None = None) -> dic
 def materialize_nouns(data_dir: Path, instance: DagsterInstance, encoder: ClipEncoderResource | None = None):
     encoder = encoder or tiny_encoder()
     result = materialize(
-        build_assets(encoder.identity()),
+        [*build_assets(encoder.identity()), *build_asset_checks()],
         selection=[NOUN_ASSET],
         resources=resources(data_dir, encoder),
         instance=instance,
@@ -57,7 +58,7 @@ def materialize_dataset(
         instance.add_dynamic_partitions(datasets_partitions.name, [key])
     assets = build_assets(encoder.identity())
     return materialize(
-        assets,
+        [*assets, *build_asset_checks()],
         selection=[a.key for a in assets if a.partitions_def is not None],
         partition_key=key,
         resources=resources(data_dir, encoder),

@@ -1,0 +1,240 @@
+"""Asset checks: what must hold for every materialization, shown on each asset's "Checks" tab.
+
+Standalone, partitioned ``@asset_check`` s: selecting an asset (UI, ``dagster asset materialize``, the
+``cluster_dataset`` job, in-process ``materialize``) selects its checks too, and each check reads the stored
+Parquet through the IO manager. The rules are plain functions returning ``AssetCheckResult`` so they can be
+tested on crafted tables.
+
+- ``image_embeddings`` / ``wordnet_noun_embeddings``: every embedding finite and unit-norm (error).
+- ``text_space``: every non-empty semantic centre has at least one selected noun (warning).
+- ``cluster_labels``: no empty cluster beyond what the balance loss allows (warning).
+- ``metrics``: every method has NMI / ACC / ARI whenever labels exist, and a balance always (error).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetIn,
+    MetadataValue,
+    PreviewWarning,
+    asset_check,
+)
+
+from tac_pipeline.assets.common import report_indices
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.tables import column_matrix
+
+#: float32 embeddings are normalised to about 1e-7; anything beyond this is a real defect.
+UNIT_NORM_TOLERANCE = 1e-3
+SCORES = ("nmi", "acc", "ari")
+#: Same order as ``results.METHODS`` (not imported, so that checks do not load the results module's deps).
+EXPECTED_METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
+
+
+def _rows(indices: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+def embeddings_check(table: pa.Table, column: str = "embedding") -> AssetCheckResult:
+    """Every row finite and of unit L2 norm (within :data:`UNIT_NORM_TOLERANCE`)."""
+    x = column_matrix(table, column, dtype=np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    norms = np.linalg.norm(np.where(np.isfinite(x), x, 0.0), axis=1)
+    off = np.flatnonzero(finite & (np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE))
+    bad = np.flatnonzero(~finite)
+    deviation = float(np.abs(norms[finite] - 1.0).max()) if finite.any() else 0.0
+    problems = []
+    if len(bad):
+        problems.append(f"{len(bad)} row(s) hold NaN or infinite values (rows {_rows(bad)})")
+    if len(off):
+        problems.append(f"{len(off)} row(s) are not unit-norm (rows {_rows(off)})")
+    if not len(x):
+        problems.append("no rows")
+    return AssetCheckResult(
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or f"{len(x)} rows, all finite and unit-norm",
+        metadata={
+            "rows": len(x),
+            "width": int(x.shape[1]) if x.ndim == 2 else 0,
+            "non_finite_rows": len(bad),
+            "not_unit_norm_rows": len(off),
+            "max_norm_deviation": deviation,
+        },
+    )
+
+
+def nouns_per_center_check(text_space: pa.Table, semantic_centers: pa.Table) -> AssetCheckResult:
+    """At least one selected noun for every semantic centre that holds images (a warning otherwise)."""
+    sizes = dict(
+        zip(semantic_centers["center"].to_pylist(), semantic_centers["size"].to_pylist(), strict=True)
+    )
+    with_nouns = set(text_space["center"].to_pylist())
+    non_empty = sorted(c for c, s in sizes.items() if s > 0)
+    missing = [c for c in non_empty if c not in with_nouns]
+    return AssetCheckResult(
+        passed=not missing,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{len(missing)} of {len(non_empty)} non-empty semantic centres received no noun "
+            f"(centres {_rows(np.array(missing))}): their images fall back on other centres' nouns"
+            if missing
+            else f"all {len(non_empty)} non-empty semantic centres have at least one noun"
+        ),
+        metadata={
+            "non_empty_centers": len(non_empty),
+            "centers_without_nouns": len(missing),
+            "without_nouns": MetadataValue.json([int(c) for c in missing[:100]]),
+            "nouns_selected": text_space.num_rows,
+        },
+    )
+
+
+def n_clusters_of_heads(trained_heads: pa.Table) -> int:
+    """K, read from the shape of the image head's last bias (``image_head.3.bias``)."""
+    shapes = dict(zip(trained_heads["name"].to_pylist(), trained_heads["shape"].to_pylist(), strict=True))
+    return int(shapes["image_head.3.bias"][0])
+
+
+def allowed_empty_clusters(n_images: int, n_clusters: int) -> int:
+    """Empty clusters the balance loss cannot prevent.
+
+    L_bal maximises the entropy of the mean prediction, which is largest when every cluster is used; so a
+    trained head leaves no cluster empty unless there are fewer images than clusters.
+    """
+    return max(0, n_clusters - n_images)
+
+
+def empty_clusters_check(cluster_labels: pa.Table, n_clusters: int) -> AssetCheckResult:
+    """No empty cluster (image head) beyond :func:`allowed_empty_clusters` (a warning otherwise)."""
+    sizes = np.bincount(cluster_labels["cluster"].to_numpy(), minlength=n_clusters)
+    empty = np.flatnonzero(sizes == 0)
+    allowed = allowed_empty_clusters(cluster_labels.num_rows, n_clusters)
+    p = sizes / max(sizes.sum(), 1)
+    entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / np.log(n_clusters)) if n_clusters > 1 else 1.0
+    passed = len(empty) <= allowed
+    return AssetCheckResult(
+        passed=passed,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{len(empty)} of {n_clusters} clusters are empty"
+            + (f" ({allowed} allowed)" if allowed else "")
+            + ("" if passed else f": clusters {_rows(empty)}; the heads collapsed or K is too large")
+        ),
+        metadata={
+            "n_clusters": n_clusters,
+            "empty_clusters": len(empty),
+            "allowed_empty": allowed,
+            "smallest_cluster": int(sizes.min()),
+            "largest_cluster": int(sizes.max()),
+            "size_entropy": round(entropy, 4),  # 1: perfectly even sizes
+        },
+    )
+
+
+def metrics_check(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResult:
+    """Every method reported; NMI / ACC / ARI finite whenever the reported images carry labels."""
+    report, _ = report_indices(cluster_labels)
+    truth = cluster_labels["label"].take(pa.array(report, type=pa.int64()))
+    labelled = len(report) > 0 and truth.null_count == 0
+    methods = metrics["method"].to_pylist() if "method" in metrics.column_names else []
+    problems = []
+    missing_methods = [m for m in EXPECTED_METHODS if m not in methods]
+    if missing_methods:
+        problems.append(f"methods missing: {', '.join(missing_methods)}")
+    for name in (*SCORES, "cluster_size_ratio") if labelled else ("cluster_size_ratio",):
+        if name not in metrics.column_names:
+            problems.append(f"column {name} missing")
+            continue
+        values = np.asarray(metrics[name].to_pylist(), dtype=object)
+        bad = [m for m, v in zip(methods, values, strict=False) if v is None or not np.isfinite(v)]
+        if bad:
+            problems.append(f"{name} missing for {', '.join(bad)}")
+    return AssetCheckResult(
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems)
+        or (
+            "labels exist and every method has NMI / ACC / ARI and a balance"
+            if labelled
+            else "no labels: every method has its cluster size balance"
+        ),
+        metadata={"labelled": labelled, "methods": len(methods)},
+    )
+
+
+def build_asset_checks() -> list[AssetChecksDefinition]:
+    """The checks of the asset graph (they refer to assets by key, so they fit any encoder's assets).
+
+    Partitioned checks are a preview feature of Dagster 1.13 (they work in the UI, the CLI and
+    ``materialize``); its warning is silenced here and nowhere else.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return _checks()
+
+
+def _checks() -> list[AssetChecksDefinition]:
+
+    @asset_check(
+        asset="image_embeddings",
+        name="embeddings_finite_and_unit_norm",
+        partitions_def=datasets_partitions,
+        description="Every image embedding is finite and L2-normalised.",
+    )
+    def image_embeddings_finite_and_unit_norm(image_embeddings: pa.Table) -> AssetCheckResult:
+        return embeddings_check(image_embeddings)
+
+    @asset_check(
+        asset="wordnet_noun_embeddings",
+        name="embeddings_finite_and_unit_norm",
+        description="Every noun embedding is finite and L2-normalised.",
+    )
+    def noun_embeddings_finite_and_unit_norm(wordnet_noun_embeddings: pa.Table) -> AssetCheckResult:
+        return embeddings_check(wordnet_noun_embeddings)
+
+    @asset_check(
+        asset="text_space",
+        name="noun_for_every_center",
+        partitions_def=datasets_partitions,
+        additional_ins={"semantic_centers": AssetIn("semantic_centers")},
+        description="At least one noun is selected for every semantic centre that holds images (warning).",
+    )
+    def noun_for_every_center(text_space: pa.Table, semantic_centers: pa.Table) -> AssetCheckResult:
+        return nouns_per_center_check(text_space, semantic_centers)
+
+    @asset_check(
+        asset="cluster_labels",
+        name="no_empty_clusters",
+        partitions_def=datasets_partitions,
+        additional_ins={"trained_heads": AssetIn("trained_heads")},
+        description="No cluster is empty beyond what the balance loss allows (warning).",
+    )
+    def no_empty_clusters(cluster_labels: pa.Table, trained_heads: pa.Table) -> AssetCheckResult:
+        return empty_clusters_check(cluster_labels, n_clusters_of_heads(trained_heads))
+
+    @asset_check(
+        asset="metrics",
+        name="metrics_present",
+        partitions_def=datasets_partitions,
+        additional_ins={"cluster_labels": AssetIn("cluster_labels")},
+        description="NMI / ACC / ARI for every method whenever labels exist; the size balance always.",
+    )
+    def metrics_present(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResult:
+        return metrics_check(metrics, cluster_labels)
+
+    return [
+        image_embeddings_finite_and_unit_norm,
+        noun_embeddings_finite_and_unit_norm,
+        noun_for_every_center,
+        no_empty_clusters,
+        metrics_present,
+    ]

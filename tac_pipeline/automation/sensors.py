@@ -1,0 +1,187 @@
+"""The drops sensor and the nightly re-clustering schedule.
+
+Both request runs explicitly (``RunRequest`` per partition) rather than through declarative automation: the
+trigger is a folder on disk that Dagster cannot observe by itself, the decision ("did this drop change?")
+needs the manifest digest, and explicit run keys make every request traceable in the UI.
+
+- The **sensor** reacts within its interval: a new folder adds its partition and requests a run; a known
+  drop whose manifest digest differs from the one in the sensor's cursor requests a run for that partition
+  only; an unchanged drop never triggers; a drop still being copied (a file or folder modified within the
+  settle interval) waits for a later tick.
+- The **schedule** (nightly by default) re-clusters every partition whose drop differs from the digest its
+  last ``image_embeddings`` materialization recorded, and nothing else — a safety net for operators who keep
+  the sensor off, or for drops changed while it was.
+
+Both first make sure the shared noun embeddings exist for the configured encoder: without them a dataset
+run would fail at ``text_space``, so they request the noun run alone and leave the datasets for a later
+tick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetSelection,
+    DagsterInstance,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    schedule,
+    sensor,
+)
+
+from tac_pipeline.assets import ASSET_NAMES
+from tac_pipeline.automation.manifest import drop_manifest
+from tac_pipeline.partitions import datasets_partitions, discover_dataset_keys
+from tac_pipeline.paths import drops_dir
+
+NOUN_ASSET = AssetKey("wordnet_noun_embeddings")
+IMAGE_ASSET = AssetKey("image_embeddings")
+DATASET_ASSETS = [AssetKey(name) for name in ASSET_NAMES if AssetKey(name) != NOUN_ASSET]
+
+#: A drop whose newest file or folder is younger than this is still being copied.
+DEFAULT_SETTLE_SECONDS = 60.0
+DEFAULT_CRON = "0 2 * * *"
+
+
+def nouns_current(instance: DagsterInstance, noun_code_version: str) -> bool:
+    """True when ``wordnet_noun_embeddings`` was materialized by this code version (i.e. this encoder)."""
+    event = instance.get_latest_materialization_event(NOUN_ASSET)
+    if event is None or event.asset_materialization is None:
+        return False
+    return (event.asset_materialization.tags or {}).get("dagster/code_version") == noun_code_version
+
+
+def recorded_drop_digest(instance: DagsterInstance, dataset: str) -> str | None:
+    """The drop digest that the partition's last ``image_embeddings`` materialization recorded."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=IMAGE_ASSET, asset_partitions=[dataset]), limit=1
+    ).records
+    if not records:
+        return None
+    entry = records[0].asset_materialization.metadata.get("drop_digest")
+    return getattr(entry, "value", None)
+
+
+def _noun_request(noun_code_version: str) -> RunRequest:
+    return RunRequest(
+        run_key=f"nouns:{noun_code_version}", asset_selection=[NOUN_ASSET], tags={"tac/trigger": "nouns"}
+    )
+
+
+def build_drops_sensor(
+    data_dir: str | os.PathLike[str] | None,
+    noun_code_version: str,
+    *,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    minimum_interval_seconds: int = 30,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+):
+    """A sensor over ``<data root>/drops/`` (see the module docstring)."""
+
+    @sensor(
+        name="drops_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description="Registers new drop folders as partitions and re-clusters drops whose files changed.",
+        asset_selection=AssetSelection.assets(NOUN_ASSET, *DATASET_ASSETS),
+    )
+    def drops_sensor(context: SensorEvaluationContext):
+        keys, rejected = discover_dataset_keys(data_dir)
+        for name in rejected:
+            context.log.warning(f"ignoring drop folder {name!r}: not a valid dataset name")
+        known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
+        new_keys = [k for k in keys if k not in known]
+        partition_requests = [datasets_partitions.build_add_request(new_keys)] if new_keys else []
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        if not keys:
+            return SensorResult(skip_reason=SkipReason(f"no drop folders in {drops_dir(data_dir)}"))
+        if not nouns_current(context.instance, noun_code_version):
+            return SensorResult(
+                run_requests=[_noun_request(noun_code_version)],
+                dynamic_partitions_requests=partition_requests,
+                cursor=json.dumps(cursor),
+            )
+        requests, waiting = [], []
+        for key in keys:
+            manifest = drop_manifest(drops_dir(data_dir) / key)
+            if manifest.settling(settle_seconds):
+                waiting.append(key)
+                continue
+            if cursor.get(key) == manifest.digest:
+                continue
+            requests.append(
+                RunRequest(
+                    partition_key=key,
+                    run_key=f"{key}:{manifest.digest[:16]}",
+                    asset_selection=DATASET_ASSETS,
+                    tags={"tac/trigger": "drops_sensor", "tac/drop_digest": manifest.digest},
+                )
+            )
+            cursor[key] = manifest.digest
+        for gone in set(cursor) - set(keys):
+            del cursor[gone]  # a removed drop's stored results stay; a re-created one runs again
+        if waiting:
+            context.log.info(f"still being copied, waiting: {', '.join(waiting)}")
+        return SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=partition_requests,
+            cursor=json.dumps(cursor, sort_keys=True),
+            skip_reason=None if requests or partition_requests else SkipReason("no drop changed"),
+        )
+
+    return drops_sensor
+
+
+def build_recluster_schedule(
+    data_dir: str | os.PathLike[str] | None,
+    noun_code_version: str,
+    *,
+    cron_schedule: str | None = None,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
+):
+    """The re-clustering schedule; ``cron_schedule`` defaults to ``$TAC_RECLUSTER_CRON`` or 02:00 nightly."""
+
+    @schedule(
+        name="recluster_changed_drops",
+        cron_schedule=cron_schedule or os.environ.get("TAC_RECLUSTER_CRON", DEFAULT_CRON),
+        target=AssetSelection.assets(NOUN_ASSET, *DATASET_ASSETS),
+        default_status=default_status,
+        description="Re-clusters every dataset whose drop changed since its last materialization.",
+    )
+    def recluster_changed_drops(context: ScheduleEvaluationContext):
+        keys, _ = discover_dataset_keys(data_dir)
+        known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
+        keys = [k for k in keys if k in known]  # registering folders is the sensor's (or make cluster's) job
+        if not nouns_current(context.instance, noun_code_version):
+            return [_noun_request(noun_code_version)]
+        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+        requests = []
+        for key in keys:
+            manifest = drop_manifest(Path(drops_dir(data_dir)) / key)
+            if (
+                manifest.settling(settle_seconds)
+                or recorded_drop_digest(context.instance, key) == manifest.digest
+            ):
+                continue
+            requests.append(
+                RunRequest(
+                    partition_key=key,
+                    run_key=f"{key}:{manifest.digest[:16]}:{stamp}",
+                    asset_selection=DATASET_ASSETS,
+                    tags={"tac/trigger": "recluster_schedule", "tac/drop_digest": manifest.digest},
+                )
+            )
+        return requests or SkipReason("no drop changed since its last materialization")
+
+    return recluster_changed_drops
