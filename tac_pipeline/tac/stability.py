@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 def match_cluster_ids(new_labels: np.ndarray, old_labels: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -18,6 +17,8 @@ def match_cluster_ids(new_labels: np.ndarray, old_labels: np.ndarray, n_clusters
         (K,) int64 ``mapping`` with ``mapping[new_id] = stable_id``, always a permutation of ``0..K-1``.
         New clusters that match nothing (K grew, or no shared images) take the smallest ids left free.
     """
+    from scipy.optimize import linear_sum_assignment  # lazily: scipy.optimize takes ~0.5 s to import
+
     new_labels = np.asarray(new_labels, dtype=np.int64)
     old_labels = np.asarray(old_labels, dtype=np.int64)
     if new_labels.shape != old_labels.shape:
