@@ -656,7 +656,7 @@ def graph_in_process(b: Bench) -> list[Row]:
     instance = DagsterInstance.local_temp(tempdir=str(home))
     instance.add_dynamic_partitions(datasets_partitions.name, [cold_key, warm_key])
     assets = build_assets(encoder.identity())
-    definitions = [*assets, *build_asset_checks()]
+    definitions = [*assets, *build_asset_checks(assets)]
     dataset_assets = [a.key for a in assets if a.partitions_def is not None]
 
     def run(selection, partition=None, run_config=None):
@@ -783,6 +783,22 @@ def graph_on_engine(b: Bench) -> list[Row]:
     return graph_rows(b, "graph", "engine, no Dagster", cold, warm, notes)
 
 
+def cli_materialize(env: dict[str, str], cwd: Path, selection, partition=None, config=None) -> float:
+    """Seconds of one ``dagster asset materialize`` subprocess (raises with its output when it fails)."""
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tac_pipeline.definitions"]
+    command += ["--select", ",".join(selection)]
+    if partition:
+        command += ["--partition", partition]
+    if config:
+        command += ["--config-json", json.dumps(config)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return seconds
+
+
 def bench_graph_cli(b: Bench) -> list[Row]:
     """``dagster asset materialize`` subprocesses; its multiprocess executor runs one process per step."""
     if not dagster_available():
@@ -808,17 +824,7 @@ def bench_graph_cli(b: Bench) -> list[Row]:
     }
 
     def run(selection: list[str], partition: str | None = None, config: dict | None = None):
-        command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tac_pipeline.definitions"]
-        command += ["--select", ",".join(selection)]
-        if partition:
-            command += ["--partition", partition]
-        if config:
-            command += ["--config-json", json.dumps(config)]
-        start = time.perf_counter()
-        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - start
-        if done.returncode != 0:
-            raise RuntimeError(f"dagster asset materialize failed:\n{done.stderr[-3000:]}")
+        seconds = cli_materialize(env, REPO, selection, partition, config)
         return seconds, step_times(instance, instance.get_runs(limit=1)[0].run_id)
 
     nouns_config = None

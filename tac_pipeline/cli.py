@@ -15,13 +15,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tac_pipeline.assets import ASSET_NAMES
+from tac_pipeline.assets import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.demo_data import write_digits_drop
 from tac_pipeline.partitions import InvalidDatasetKeyError, datasets_partitions, drop_path
 from tac_pipeline.paths import store_dir
-
-NOUN_ASSET = "wordnet_noun_embeddings"
-DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 
 
 class ClusterError(RuntimeError):

@@ -4,6 +4,7 @@ Layout under the root (see ``data/README.md``)::
 
     drops/<dataset>/            input image drops, one folder per dataset partition
     store/<asset>/<key>.parquet outputs written by the Parquet IO manager
+    store/intermediate/<run>/   hand-offs between the steps of one run (embedding shards), removed after use
     cache/                      parsed vocabularies and other caches
     nltk_data/                  an nltk-readable WordNet built from the system database when needed
 """
@@ -32,3 +33,8 @@ def store_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def cache_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return data_root(data_dir) / "cache"
+
+
+def intermediate_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Per-run hand-offs between steps that are not assets (embedding shards): ``<store>/intermediate``."""
+    return store_dir(data_dir) / "intermediate"

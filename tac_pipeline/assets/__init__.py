@@ -20,11 +20,21 @@ ASSET_NAMES = (
     "cluster_labels",
     "metrics",
 )
+NOUN_ASSET = "wordnet_noun_embeddings"
+#: The assets partitioned by dataset: everything but the shared noun embeddings.
+DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 
 
-def build_assets(encoder_identity: str) -> list[AssetsDefinition]:
+def build_assets(encoder_identity: str, embed_shards: int = 1) -> list[AssetsDefinition]:
+    """The nine assets; ``embed_shards`` > 1 computes ``image_embeddings`` in that many parallel steps."""
+    image_embeddings, noun_embeddings = build_embedding_assets(encoder_identity)
+    if embed_shards > 1:
+        from tac_pipeline.assets.sharded import build_sharded_image_embeddings
+
+        image_embeddings = build_sharded_image_embeddings(encoder_identity, embed_shards)
     return [
-        *build_embedding_assets(encoder_identity),
+        image_embeddings,
+        noun_embeddings,
         semantic_centers,
         text_space,
         counterparts,

@@ -1,9 +1,13 @@
 """Asset checks: what must hold for every materialization, shown on each asset's "Checks" tab.
 
-Standalone, partitioned ``@asset_check`` s: selecting an asset (UI, ``dagster asset materialize``, the
-``cluster_dataset`` job, in-process ``materialize``) selects its checks too, and each check reads the stored
-Parquet through the IO manager. The rules are plain functions returning ``AssetCheckResult`` so they can be
-tested on crafted tables.
+Most checks run inside the step of the asset they check: the asset declares ``check_specs=[<spec>]`` (the
+specs below) and returns ``MaterializeResult(value=table, check_results=[<rule>(table, ...)])``, so a check
+costs no step process of its own and sees the table in memory. Selecting an asset (UI,
+``dagster asset materialize``, the ``cluster_dataset`` job, in-process ``materialize``) selects its checks
+too. The two embedding checks are still standalone, partitioned ``@asset_check`` s (:func:`build_asset_checks`)
+that read the stored Parquet through the IO manager, unless their asset declares
+:func:`embeddings_check_spec`, their spec for folding them in the same way. The rules are plain functions returning ``AssetCheckResult`` so they
+can be tested on crafted tables.
 
 - ``image_embeddings`` / ``wordnet_noun_embeddings``: every embedding finite and unit-norm (error).
 - ``text_space``: every non-empty semantic centre has at least one selected noun (warning).
@@ -14,6 +18,7 @@ tested on crafted tables.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +26,8 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
-    AssetIn,
+    AssetCheckSpec,
+    AssetsDefinition,
     MetadataValue,
     PreviewWarning,
     asset_check,
@@ -98,12 +104,6 @@ def nouns_per_center_check(text_space: pa.Table, semantic_centers: pa.Table) -> 
     )
 
 
-def n_clusters_of_heads(trained_heads: pa.Table) -> int:
-    """K, read from the shape of the image head's last bias (``image_head.3.bias``)."""
-    shapes = dict(zip(trained_heads["name"].to_pylist(), trained_heads["shape"].to_pylist(), strict=True))
-    return int(shapes["image_head.3.bias"][0])
-
-
 def allowed_empty_clusters(n_images: int, n_clusters: int) -> int:
     """Empty clusters the balance loss cannot prevent.
 
@@ -171,70 +171,99 @@ def metrics_check(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResu
     )
 
 
-def build_asset_checks() -> list[AssetChecksDefinition]:
-    """The checks of the asset graph (they refer to assets by key, so they fit any encoder's assets).
+def check_spec(
+    name: str, asset: str, description: str, *, partitioned: bool = True, blocking: bool = False
+) -> AssetCheckSpec:
+    """The spec of a check that runs inside its asset's step (partitioned like ``datasets`` by default).
 
     Partitioned checks are a preview feature of Dagster 1.13 (they work in the UI, the CLI and
-    ``materialize``); its warning is silenced here and nowhere else.
+    ``materialize``); its warning is silenced here and in :func:`build_asset_checks`, nowhere else.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
-        return _checks()
+        return AssetCheckSpec(
+            name,
+            asset=asset,
+            description=description,
+            blocking=blocking,
+            partitions_def=datasets_partitions if partitioned else None,
+        )
+
+
+EMBEDDINGS_CHECK = "embeddings_finite_and_unit_norm"
+_EMBEDDINGS_DESCRIPTIONS = {
+    "image_embeddings": "Every image embedding is finite and L2-normalised.",
+    "wordnet_noun_embeddings": "Every noun embedding is finite and L2-normalised.",
+}
+
+NOUN_FOR_EVERY_CENTER = check_spec(
+    "noun_for_every_center",
+    "text_space",
+    "At least one noun is selected for every semantic centre that holds images (warning).",
+)
+NO_EMPTY_CLUSTERS = check_spec(
+    "no_empty_clusters",
+    "cluster_labels",
+    "No cluster is empty beyond what the balance loss allows (warning).",
+)
+#: Not blocking: ``metrics`` is a leaf, so blocking would only fail the run (and ``make cluster``) after
+#: the table is stored; a failed check shows red on the asset while the metrics stay readable.
+METRICS_PRESENT = check_spec(
+    "metrics_present",
+    "metrics",
+    "NMI / ACC / ARI for every method whenever labels exist; the size balance always.",
+)
+
+
+def embeddings_check_spec(asset: str) -> AssetCheckSpec:
+    """The finite-and-unit-norm check of ``image_embeddings`` (partitioned) or ``wordnet_noun_embeddings``.
+
+    Blocking: folded into its asset, a failed check (ERROR) fails that step after the table is stored and
+    the failed check recorded, so no downstream step of the run computes on NaN or unnormalised vectors.
+    It costs no extra step. (A standalone blocking check would put a step of its own in front of every
+    downstream step, so the standalone checks of :func:`build_asset_checks` are not blocking.)
+    """
+    return check_spec(
+        EMBEDDINGS_CHECK,
+        asset,
+        _EMBEDDINGS_DESCRIPTIONS[asset],
+        partitioned=asset == "image_embeddings",
+        blocking=True,
+    )
+
+
+def build_asset_checks(assets: Iterable[AssetsDefinition] = ()) -> list[AssetChecksDefinition]:
+    """The standalone checks: each embedding asset's finite-and-unit-norm check, unless one of ``assets``
+    declares it already (``check_specs=[embeddings_check_spec(name)]``: it then runs in the asset's step).
+
+    Pass the graph's assets, so that folding a check into its asset (or not, as in a variant such as a
+    sharded ``image_embeddings``) needs no change here. The checks of ``text_space``, ``cluster_labels`` and
+    ``metrics`` always live in those assets' steps. Partitioned checks are a preview feature of Dagster 1.13;
+    its warning is silenced here and in :func:`check_spec`.
+    """
+    declared = {key for a in assets for key in a.check_keys}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [c for c in _checks() if not set(c.check_keys) & declared]
 
 
 def _checks() -> list[AssetChecksDefinition]:
 
     @asset_check(
         asset="image_embeddings",
-        name="embeddings_finite_and_unit_norm",
+        name=EMBEDDINGS_CHECK,
         partitions_def=datasets_partitions,
-        description="Every image embedding is finite and L2-normalised.",
+        description=_EMBEDDINGS_DESCRIPTIONS["image_embeddings"],
     )
     def image_embeddings_finite_and_unit_norm(image_embeddings: pa.Table) -> AssetCheckResult:
         return embeddings_check(image_embeddings)
 
     @asset_check(
         asset="wordnet_noun_embeddings",
-        name="embeddings_finite_and_unit_norm",
-        description="Every noun embedding is finite and L2-normalised.",
+        name=EMBEDDINGS_CHECK,
+        description=_EMBEDDINGS_DESCRIPTIONS["wordnet_noun_embeddings"],
     )
     def noun_embeddings_finite_and_unit_norm(wordnet_noun_embeddings: pa.Table) -> AssetCheckResult:
         return embeddings_check(wordnet_noun_embeddings)
 
-    @asset_check(
-        asset="text_space",
-        name="noun_for_every_center",
-        partitions_def=datasets_partitions,
-        additional_ins={"semantic_centers": AssetIn("semantic_centers")},
-        description="At least one noun is selected for every semantic centre that holds images (warning).",
-    )
-    def noun_for_every_center(text_space: pa.Table, semantic_centers: pa.Table) -> AssetCheckResult:
-        return nouns_per_center_check(text_space, semantic_centers)
-
-    @asset_check(
-        asset="cluster_labels",
-        name="no_empty_clusters",
-        partitions_def=datasets_partitions,
-        additional_ins={"trained_heads": AssetIn("trained_heads")},
-        description="No cluster is empty beyond what the balance loss allows (warning).",
-    )
-    def no_empty_clusters(cluster_labels: pa.Table, trained_heads: pa.Table) -> AssetCheckResult:
-        return empty_clusters_check(cluster_labels, n_clusters_of_heads(trained_heads))
-
-    @asset_check(
-        asset="metrics",
-        name="metrics_present",
-        partitions_def=datasets_partitions,
-        additional_ins={"cluster_labels": AssetIn("cluster_labels")},
-        description="NMI / ACC / ARI for every method whenever labels exist; the size balance always.",
-    )
-    def metrics_present(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResult:
-        return metrics_check(metrics, cluster_labels)
-
-    return [
-        image_embeddings_finite_and_unit_norm,
-        noun_embeddings_finite_and_unit_norm,
-        noun_for_every_center,
-        no_empty_clusters,
-        metrics_present,
-    ]
+    return [image_embeddings_finite_and_unit_norm, noun_embeddings_finite_and_unit_norm]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetExecutionContext, AssetRecordsFilter
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, OpExecutionContext
 
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
@@ -63,14 +63,21 @@ def embeddings(table: pa.Table, column: str = "embedding") -> np.ndarray:
     return column_matrix(table, column)
 
 
-def previous_output(context: AssetExecutionContext, *, code_version: str | None = None) -> pa.Table | None:
+def previous_output(
+    context: AssetExecutionContext | OpExecutionContext,
+    *,
+    code_version: str | None = None,
+    asset_key: AssetKey | str | None = None,
+) -> pa.Table | None:
     """This asset's last stored table for the partition being computed, or None.
 
     With ``code_version``, only a materialization made by that code version counts (e.g. the same encoder).
+    ``asset_key`` names the asset when the caller is an op inside a graph-backed asset (an embedding shard).
     Read through the path the IO manager recorded, so the store layout has one owner.
     """
+    key = AssetKey.from_coercible(asset_key) if asset_key is not None else context.asset_key
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
+        AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1
     ).records
     if not records:
         return None

@@ -1,17 +1,24 @@
 """Embedding stage: ``image_embeddings`` (per dataset) and ``wordnet_noun_embeddings`` (shared)."""
 
+import json
 import os
+import socket
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from tac_pipeline.assets.checks import UNIT_NORM_TOLERANCE, embeddings_check, embeddings_check_spec
 from tac_pipeline.assets.common import previous_output
 from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
-from tac_pipeline.encoders.incremental import content_hashes, plan_reuse
+from tac_pipeline.encoders.images import DropListing, ImageRecord
+from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
@@ -62,6 +69,204 @@ def _skipped_markdown(skipped) -> str:
     return "\n".join(lines)
 
 
+def _worker_name() -> str:
+    """Where this code runs: the Dask worker's address inside a Dask worker, else host and process id."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class EmbeddedPart:
+    """The embeddings of some of a drop's listed files (all of them, or one shard).
+
+    ``positions``: int64 ``(n,)`` positions in the drop listing of the rows kept, ascending;
+    ``content_hashes``: their sha256; ``embeddings``: float32 ``(n, d)``, L2-normalised.
+    """
+
+    positions: np.ndarray
+    content_hashes: list[str]
+    embeddings: np.ndarray
+    reused: int
+    skipped: list[tuple[str, str]]
+    device: str
+    images_per_second: float
+    seconds: float
+    worker: str
+
+    @property
+    def encoded(self) -> int:
+        return len(self.positions) - self.reused
+
+    _SUMMARY = ("reused", "skipped", "device", "images_per_second", "seconds", "worker")
+
+    def to_table(self) -> pa.Table:
+        """As Parquet-ready Arrow (rows plus a JSON summary in the schema metadata): no pickling."""
+        table = pa.table(
+            {
+                "position": pa.array(self.positions, type=pa.int64()),
+                "content_hash": pa.array(self.content_hashes, type=pa.string()),
+                # an empty part has no width to speak of (Arrow refuses size-0 lists)
+                "embedding": embedding_array(self.embeddings)
+                if len(self.positions)
+                else pa.array([], type=pa.list_(pa.float32(), 1)),
+            }
+        )
+        summary = {name: getattr(self, name) for name in self._SUMMARY}
+        return table.replace_schema_metadata({TAC_PART_KEY: json.dumps(summary)})
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "EmbeddedPart":
+        summary = json.loads(table.schema.metadata[TAC_PART_KEY.encode()])
+        matrix = column_matrix(table, "embedding") if table.num_rows else np.zeros((0, 0), np.float32)
+        summary["skipped"] = [tuple(item) for item in summary["skipped"]]
+        return cls(
+            positions=table["position"].to_numpy().astype(np.int64),
+            content_hashes=table["content_hash"].to_pylist(),
+            embeddings=matrix,
+            **summary,
+        )
+
+
+#: Schema-metadata key of an :class:`EmbeddedPart` stored as Parquet.
+TAC_PART_KEY = "tac/embedded_part"
+
+
+def embed_part(
+    records: Sequence[ImageRecord],
+    positions: Sequence[int],
+    previous: pa.Table | None,
+    *,
+    clip_encoder: ClipEncoderResource,
+    compute_device: ComputeDeviceResource,
+    log,
+) -> EmbeddedPart:
+    """Embed ``records[positions]``, reusing the previous table's row of every unchanged file.
+
+    Only new or changed files go through CLIP; the model is not even loaded when nothing changed.
+    """
+    from tac_pipeline.encoders import encode_drop
+
+    positions = [int(p) for p in positions]
+    part = [records[p] for p in positions]
+    hashes = content_hashes([r.path for r in part])
+    plan = plan_reuse(hashes, previous)
+    rows: dict[int, tuple[str, np.ndarray]] = {}  # listing position -> (content hash, embedding)
+    if plan.reuse:
+        old = column_matrix(previous, "embedding")
+        # A previous table that failed its finite-and-unit-norm check is still stored: re-encode its bad rows.
+        sound = np.isfinite(old).all(axis=1) & (
+            np.abs(np.linalg.norm(np.nan_to_num(old), axis=1) - 1) <= UNIT_NORM_TOLERANCE
+        )
+        bad = [i for i, row in plan.reuse if not sound[row]]
+        if bad:
+            log.warning(f"{len(bad)} previous embedding(s) are not finite or not unit-norm: re-encoding them")
+            plan = ReusePlan(
+                reuse=[(i, row) for i, row in plan.reuse if sound[row]],
+                encode=sorted([*plan.encode, *bad]),
+                removed=plan.removed,
+            )
+        rows.update((positions[i], (hashes[i], old[row])) for i, row in plan.reuse)
+    skipped: list[tuple[str, str]] = []
+    device, rate, seconds = "none (all reused)", 0.0, 0.0
+    if plan.encode:
+        with compute_device.acquire(log) as device:
+            encoder = clip_encoder.build(device)
+            encoded = encode_drop(
+                encoder, [part[i] for i in plan.encode], num_workers=clip_encoder.num_workers, logger=log
+            )
+        for j, index in enumerate(encoded.indices):
+            rows[positions[plan.encode[int(index)]]] = (encoded.content_hashes[j], encoded.embeddings[j])
+        skipped = list(encoded.skipped)
+        rate, seconds = float(encoded.images_per_second), float(encoded.seconds)
+    kept = sorted(rows)
+    width = next(iter(rows.values()))[1].shape[0] if rows else 0
+    return EmbeddedPart(
+        positions=np.asarray(kept, dtype=np.int64),
+        content_hashes=[rows[p][0] for p in kept],
+        embeddings=np.stack([rows[p][1] for p in kept]).astype(np.float32, copy=False)
+        if kept
+        else np.zeros((0, width), dtype=np.float32),
+        reused=len(plan.reuse),
+        skipped=skipped,
+        device=device,
+        images_per_second=rate,
+        seconds=seconds,
+        worker=_worker_name(),
+    )
+
+
+def removed_count(previous: pa.Table | None, kept_hashes: Sequence[str]) -> int:
+    """Previous rows whose content no longer appears in the drop.
+
+    The kept rows are enough to tell: a listed file whose content the previous table holds is always kept
+    (its row is reused before any decoding), so a previous hash missing from them has left the drop.
+    """
+    if previous is None or "content_hash" not in previous.column_names:
+        return 0
+    present = set(kept_hashes)
+    return sum(1 for h in set(previous["content_hash"].drop_null().to_pylist()) if h not in present)
+
+
+def assemble_image_table(
+    drop: Path, listing: DropListing, parts: Sequence[EmbeddedPart], previous: pa.Table | None
+) -> tuple[pa.Table, dict]:
+    """``image_embeddings`` from the parts of one drop listing, in listing order, with its output metadata."""
+    records = listing.records
+    skipped = list(listing.skipped) + [s for part in parts for s in part.skipped]
+    total = sum(len(part.positions) for part in parts)
+    if not total:
+        raise ValueError(
+            f"drop {drop} has no readable images ({len(skipped)} skipped): add JPEG/PNG/WebP/BMP/TIFF/GIF "
+            "files, in <class>/ folders for labels, or an embeddings.parquet"
+        )
+    positions = np.concatenate([part.positions for part in parts])
+    order = np.argsort(positions, kind="stable")
+    kept = positions[order]
+    hashes = [h for part in parts for h in part.content_hashes]
+    matrix = np.concatenate([part.embeddings for part in parts if len(part.positions)])[order]
+    table = image_table(
+        [records[i].image_id for i in kept],
+        [records[i].path.relative_to(drop).as_posix() for i in kept],
+        [hashes[i] for i in order],
+        [records[i].label for i in kept],
+        [records[i].split for i in kept],
+        matrix,
+    )
+    encoding = [part for part in parts if part.encoded]
+    seconds = max((part.seconds for part in encoding), default=0.0)
+    metadata = {
+        "images": len(kept),
+        "encoded": sum(part.encoded for part in parts),
+        "reused": sum(part.reused for part in parts),
+        "removed": removed_count(previous, hashes),
+        "skipped": len(skipped),
+        "skipped_files": MetadataValue.md(_skipped_markdown(skipped) if skipped else "none"),
+        "labelled": listing.has_labels,
+        "splits": listing.has_splits,
+        "device": ", ".join(sorted({part.device for part in parts})),
+        # Parts run concurrently: the drop's rate is the sum of theirs, its time the slowest part's.
+        "images_per_second": round(sum(part.images_per_second for part in encoding), 1),
+        "seconds": round(seconds, 2),
+    }
+    return table, metadata
+
+
+def byo_table(drop: Path) -> tuple[pa.Table, dict] | None:
+    """A drop's own ``embeddings.parquet`` and its metadata, when it has one."""
+    if not (drop / BYO_EMBEDDINGS).exists():
+        return None
+    table = read_byo_embeddings(drop / BYO_EMBEDDINGS)
+    return table, {
+        "source": str(drop / BYO_EMBEDDINGS),
+        "images": table.num_rows,
+        "encoder": "none (bring your own)",
+    }
+
+
 def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
     """The two embedding assets, versioned by the encoder so that changing it makes them stale."""
 
@@ -71,91 +276,46 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
         code_version=embedding_code_version(encoder_identity),
         op_tags={GPU_TAG: "true"},
         description="CLIP image embeddings of a drop (or its embeddings.parquet), L2-normalised, one row per image.",
+        check_specs=[embeddings_check_spec("image_embeddings")],
     )
+    # No return annotation: `-> MaterializeResult` would make Dagster skip the Parquet IO manager.
     def image_embeddings(
         context: AssetExecutionContext,
         tac_data: TacDataResource,
         clip_encoder: ClipEncoderResource,
         compute_device: ComputeDeviceResource,
-    ) -> pa.Table:
+    ):
         drop = tac_data.drop_dir(context.partition_key)
-        if (drop / BYO_EMBEDDINGS).exists():
-            table = read_byo_embeddings(drop / BYO_EMBEDDINGS)
-            context.add_output_metadata(
-                {
-                    "source": str(drop / BYO_EMBEDDINGS),
-                    "images": table.num_rows,
-                    "encoder": "none (bring your own)",
-                }
-            )
-            return table
+        own = byo_table(drop)
+        if own is not None:
+            return MaterializeResult(value=own[0], metadata=own[1], check_results=[embeddings_check(own[0])])
 
-        from tac_pipeline.encoders import discover_images, encode_drop
+        from tac_pipeline.encoders import discover_images
 
         listing = discover_images(drop)
-        records = listing.records
         manifest = drop_manifest(drop)
         previous = previous_output(context, code_version=embedding_code_version(encoder_identity))
-        hashes = content_hashes([r.path for r in records])
-        plan = plan_reuse(hashes, previous)
-        rows: dict[int, tuple[str, np.ndarray]] = {}  # listing position -> (content hash, embedding)
-        if plan.reuse:
-            old = column_matrix(previous, "embedding")
-            rows.update((pos, (hashes[pos], old[row])) for pos, row in plan.reuse)
-        skipped = list(listing.skipped)
-        device, rate, seconds = "none (all reused)", 0.0, 0.0
-        if plan.encode:
-            # Only new or changed files go through CLIP; the model is not even loaded otherwise.
-            with compute_device.acquire(context.log) as device:
-                encoder = clip_encoder.build(device)
-                encoded = encode_drop(
-                    encoder,
-                    [records[i] for i in plan.encode],
-                    num_workers=clip_encoder.num_workers,
-                    logger=context.log,
-                )
-            for j, index in enumerate(encoded.indices):
-                rows[plan.encode[int(index)]] = (encoded.content_hashes[j], encoded.embeddings[j])
-            skipped += list(encoded.skipped)
-            rate, seconds = float(encoded.images_per_second), float(encoded.seconds)
-        if not rows:
-            raise ValueError(
-                f"drop {drop} has no readable images ({len(skipped)} skipped): add JPEG/PNG/WebP/BMP/TIFF/GIF "
-                "files, in <class>/ folders for labels, or an embeddings.parquet"
-            )
-        kept = sorted(rows)
-        table = image_table(
-            [records[i].image_id for i in kept],
-            [records[i].path.relative_to(drop).as_posix() for i in kept],
-            [rows[i][0] for i in kept],
-            [records[i].label for i in kept],
-            [records[i].split for i in kept],
-            np.stack([rows[i][1] for i in kept]),
+        part = embed_part(
+            listing.records,
+            range(len(listing.records)),
+            previous,
+            clip_encoder=clip_encoder,
+            compute_device=compute_device,
+            log=context.log,
         )
-        context.add_output_metadata(
-            {
-                "images": len(kept),
-                "encoded": len(kept) - len(plan.reuse),
-                "reused": len(plan.reuse),
-                "removed": plan.removed,
-                "skipped": len(skipped),
-                "skipped_files": MetadataValue.md(_skipped_markdown(skipped) if skipped else "none"),
-                "labelled": listing.has_labels,
-                "splits": listing.has_splits,
-                "model": clip_encoder.identity(),
-                "device": device,
-                "images_per_second": round(rate, 1),
-                "seconds": round(seconds, 2),
-                "drop_digest": manifest.digest,
-            }
+        table, metadata = assemble_image_table(drop, listing, [part], previous)
+        return MaterializeResult(
+            value=table,
+            metadata={**metadata, "model": clip_encoder.identity(), "drop_digest": manifest.digest},
+            check_results=[embeddings_check(table)],
         )
-        return table
 
     @asset(
         group_name="embeddings",
         code_version=embedding_code_version(encoder_identity),
         op_tags={GPU_TAG: "true"},
         description="Every WordNet 3.0 noun embedded by the same CLIP with the 7-template prompt ensemble.",
+        check_specs=[embeddings_check_spec("wordnet_noun_embeddings")],
     )
     def wordnet_noun_embeddings(
         context: AssetExecutionContext,
@@ -163,7 +323,7 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
         tac_data: TacDataResource,
         clip_encoder: ClipEncoderResource,
         compute_device: ComputeDeviceResource,
-    ) -> pa.Table:
+    ):
         from tac_pipeline.encoders import NOUN_TEMPLATES
         from tac_pipeline.encoders.wordnet import load_noun_vocabulary
 
@@ -185,16 +345,14 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
                 "embedding": embedding_array(unique_embeddings[inverse]),
             }
         )
-        context.add_output_metadata(
-            {
-                "nouns": table.num_rows,
-                "distinct_texts": len(texts),
-                "templates": MetadataValue.md("\n".join(f"- `{t}`" for t in NOUN_TEMPLATES)),
-                "model": clip_encoder.identity(),
-                "device": device,
-                "seconds": round(seconds, 2),
-            }
-        )
-        return table
+        metadata = {
+            "nouns": table.num_rows,
+            "distinct_texts": len(texts),
+            "templates": MetadataValue.md("\n".join(f"- `{t}`" for t in NOUN_TEMPLATES)),
+            "model": clip_encoder.identity(),
+            "device": device,
+            "seconds": round(seconds, 2),
+        }
+        return MaterializeResult(value=table, metadata=metadata, check_results=[embeddings_check(table)])
 
     return [image_embeddings, wordnet_noun_embeddings]

@@ -2,10 +2,16 @@
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
+from tac_pipeline.assets.checks import (
+    METRICS_PRESENT,
+    NO_EMPTY_CLUSTERS,
+    empty_clusters_check,
+    metrics_check,
+)
 from tac_pipeline.assets.common import dataset_run, embeddings, previous_output, report_indices
 from tac_pipeline.assets.training import heads_from_table
 from tac_pipeline.partitions import datasets_partitions
@@ -27,6 +33,7 @@ _LABEL_COLUMNS = {
     group_name="results",
     code_version="1",
     op_tags={GPU_TAG: "true"},
+    check_specs=[NO_EMPTY_CLUSTERS],
     description="The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC.",
 )
 def cluster_labels(
@@ -36,7 +43,7 @@ def cluster_labels(
     trained_heads: pa.Table,
     compute_device: ComputeDeviceResource,
     tac_data: TacDataResource,
-) -> pa.Table:
+):
     image_head, text_head, _ = heads_from_table(trained_heads)
     with compute_device.acquire(context.log) as device:
         p = tac.predict_proba(image_head, embeddings(image_embeddings), device=device)
@@ -60,18 +67,14 @@ def cluster_labels(
             )
     cluster = labels["cluster"]
     sizes = np.bincount(cluster, minlength=n_clusters)
-    context.add_output_metadata(
-        {
-            "images": len(cluster),
-            "n_clusters": n_clusters,
-            "empty_clusters": int((sizes == 0).sum()),
-            "cluster_sizes": MetadataValue.json({str(i): int(s) for i, s in enumerate(sizes)}),
-            "image_text_head_agreement": round(float((cluster == labels["cluster_text"]).mean()), 4),
-            "images_changed_cluster": changed.get("cluster", 0)
-            if previous is not None
-            else "first clustering",
-        }
-    )
+    metadata = {
+        "images": len(cluster),
+        "n_clusters": n_clusters,
+        "empty_clusters": int((sizes == 0).sum()),
+        "cluster_sizes": MetadataValue.json({str(i): int(s) for i, s in enumerate(sizes)}),
+        "image_text_head_agreement": round(float((cluster == labels["cluster_text"]).mean()), 4),
+        "images_changed_cluster": changed.get("cluster", 0) if previous is not None else "first clustering",
+    }
     table = pa.table(
         {
             "image_id": image_embeddings["image_id"],
@@ -82,24 +85,27 @@ def cluster_labels(
         }
     )
     # Names from the members' top nouns, the gallery and the 2-D map (figures under store/figures/).
-    context.add_output_metadata(
-        figures.cluster_labels_metadata(
-            table,
-            image_embeddings,
-            counterparts,
-            n_clusters,
-            drop_dir=tac_data.drop_dir(context.partition_key),
-            data_root=tac_data.root,
-            partition=context.partition_key,
-        )
+    metadata |= figures.cluster_labels_metadata(
+        table,
+        image_embeddings,
+        counterparts,
+        n_clusters,
+        drop_dir=tac_data.drop_dir(context.partition_key),
+        data_root=tac_data.root,
+        partition=context.partition_key,
     )
-    return table
+    # The check runs in this step, on the table in memory (no step process of its own): see text_space for
+    # why the metadata travels in the result and the function has no return annotation.
+    return MaterializeResult(
+        value=table, metadata=metadata, check_results=[empty_clusters_check(table, n_clusters)]
+    )
 
 
 @asset(
     partitions_def=datasets_partitions,
     group_name="results",
     code_version="1",
+    check_specs=[METRICS_PRESENT],
     description="NMI / ACC / ARI (percent) of k-means on images, TAC without training and the TAC heads.",
 )
 def metrics(
@@ -108,7 +114,7 @@ def metrics(
     image_embeddings: pa.Table,
     tac_data: TacDataResource,
     compute_device: ComputeDeviceResource,
-) -> pa.Table:
+):
     run = dataset_run(context.partition_key, tac_data, image_embeddings)
     report, split_name = report_indices(image_embeddings)
     truth = cluster_labels["label"].to_numpy(zero_copy_only=False)[report]
@@ -144,8 +150,11 @@ def metrics(
             "cluster_size_ratio": pa.array(rows["cluster_size_ratio"], type=pa.float64()),
         }
     )
-    context.add_output_metadata({"labelled": labelled, "metrics": MetadataValue.md(metrics_markdown(table))})
-    return table
+    return MaterializeResult(
+        value=table,
+        metadata={"labelled": labelled, "metrics": MetadataValue.md(metrics_markdown(table))},
+        check_results=[metrics_check(table, cluster_labels)],
+    )
 
 
 def metrics_markdown(table: pa.Table) -> str:

@@ -4,11 +4,12 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
+from tac_pipeline.assets.checks import NOUN_FOR_EVERY_CENTER, nouns_per_center_check
 from tac_pipeline.assets.common import dataset_run, embeddings, fit_indices, report_indices
 from tac_pipeline.encoders.byo import BYO_NOUNS, read_byo_nouns
 from tac_pipeline.partitions import datasets_partitions
@@ -117,6 +118,7 @@ def semantic_centers(
     partitions_def=datasets_partitions,
     group_name="text",
     code_version="1",
+    check_specs=[NOUN_FOR_EVERY_CENTER],
     description="Text space: the γ most confident WordNet nouns of each semantic centre.",
 )
 def text_space(
@@ -125,7 +127,7 @@ def text_space(
     semantic_centers: pa.Table,
     wordnet_noun_embeddings: pa.Table,
     tac_data: TacDataResource,
-) -> pa.Table:
+):
     drop = tac_data.drop_dir(context.partition_key)
     centers = embeddings(semantic_centers)
     nouns = wordnet_noun_embeddings
@@ -157,16 +159,22 @@ def text_space(
         context.log.warning(
             f"{len(selected.centers_without_nouns)} of {selected.n_centers} semantic centres received no noun."
         )
-    context.add_output_metadata(
-        {
-            "nouns_selected": len(selected),
-            "nouns_source": source,
-            "gamma": gamma,
-            "centers_without_nouns": len(selected.centers_without_nouns),
-            "nouns_by_center": MetadataValue.md(_nouns_by_center_markdown(table)),
-        }
+    metadata = {
+        "nouns_selected": len(selected),
+        "nouns_source": source,
+        "gamma": gamma,
+        "centers_without_nouns": len(selected.centers_without_nouns),
+        "nouns_by_center": MetadataValue.md(_nouns_by_center_markdown(table)),
+    }
+    # The check runs in this step, on the table in memory (no step process of its own). With a check the
+    # op has two outputs: metadata goes in the result (``context.add_output_metadata`` would need the output
+    # name), and the function has no return annotation (Dagster would type ``-> MaterializeResult`` as
+    # Nothing and skip the IO manager).
+    return MaterializeResult(
+        value=table,
+        metadata=metadata,
+        check_results=[nouns_per_center_check(table, semantic_centers)],
     )
-    return table
 
 
 def _nouns_by_center_markdown(table: pa.Table, max_centers: int = 40) -> str:

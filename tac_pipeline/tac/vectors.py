@@ -1,4 +1,4 @@
-"""Vector search for TAC: spherical k-means (semantic centres, baseline) and exact inner-product kNN.
+"""Vector search for TAC: spherical k-means (semantic centres, baseline) and inner-product kNN.
 
 Two interchangeable backends, chosen by ``backend="auto"``:
 
@@ -9,6 +9,10 @@ Two interchangeable backends, chosen by ``backend="auto"``:
   forced on the CPU (tests use this to check that both backends agree).
 
 Both operate on L2-normalised rows, so "distance" is the cosine ``sim`` of the spec throughout.
+
+kNN is exact (spec §6) unless the rows are many: ``knn_inner_product(method="auto")`` switches to an
+approximate faiss inverted-file index above ``APPROXIMATE_KNN_ABOVE`` rows on the CPU (see
+:func:`pick_knn_method`; measurements in docs/SCALING.md). The torch backend is always exact.
 """
 
 from __future__ import annotations
@@ -241,8 +245,59 @@ def assign_to_centers(
 
 
 # --------------------------------------------------------------------------------------------
-# Exact inner-product kNN
+# Inner-product kNN: exact, or approximate through a faiss inverted-file index
 # --------------------------------------------------------------------------------------------
+
+KnnMethod = Literal["auto", "exact", "approximate"]
+
+# ``method="auto"`` switches to the approximate search above this many rows, and only on the CPU with
+# faiss. Measured on a (busy) 2-core CPU, d = 512 (docs/SCALING.md): exact search grows as N^2 (2 minutes
+# per modality at 100,000, so ~8 at 200,000 and ~5.6 hours projected for ImageNet's 1.28 M), the IVF
+# search below as N^1.5 (~1 hour projected at 1.28 M, recall@50 0.92-0.99 measured). Every dataset of the
+# paper but ImageNet-1K (N <= 50,000) stays exact, as the spec has it. On a GPU exact search of 1.28 M
+# rows is about a minute per modality (a FLOP projection), so ``auto`` stays exact there.
+APPROXIMATE_KNN_ABOVE = 200_000
+# Inverted lists: about 4 sqrt(N) cells (faiss's usual 4-16 sqrt(N)), at least 39 rows per cell.
+IVF_LISTS_PER_SQRT_N = 4
+IVF_MIN_ROWS_PER_LIST = 39
+# Rows sampled (seeded) to train the cells: 64 per cell, at most N.
+IVF_TRAINING_ROWS_PER_LIST = 64
+# Cells scanned per query. Chosen from the recall measured in docs/SCALING.md; at most nlist.
+APPROXIMATE_KNN_NPROBE = 64
+# Queries per search call, taken in cell order (bounds the per-call result buffers).
+_QUERY_CHUNK = 65_536
+
+
+def ivf_list_count(n: int) -> int:
+    """Number of inverted lists (cells) of the approximate index for n rows: ~4 sqrt(n), >= 39 rows each."""
+    return int(max(1, min(round(IVF_LISTS_PER_SQRT_N * math.sqrt(n)), n // IVF_MIN_ROWS_PER_LIST)))
+
+
+def pick_knn_method(
+    n: int, method: KnnMethod = "auto", *, device: DeviceLike = None, backend: Backend = "auto"
+) -> str:
+    """Which search :func:`knn_inner_product` runs for n rows: ``"exact"`` or ``"approximate"``.
+
+    ``"auto"`` is approximate only with the faiss backend on the CPU and n > ``APPROXIMATE_KNN_ABOVE``;
+    the torch backend (a machine without faiss, or a GPU without faiss-gpu) is always exact.
+    ``"approximate"`` needs faiss (it runs faiss's CPU index, or its GPU index with faiss-gpu on CUDA)
+    and is refused with ``backend="torch"``.
+    """
+    if method not in ("auto", "exact", "approximate"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'approximate', got {method!r}")
+    dev = resolve_device(device)
+    chosen = _pick_backend(backend, dev)
+    if method == "approximate":
+        if faiss is None:
+            raise ValueError(
+                "method='approximate' needs the faiss package: pip install faiss-cpu (or faiss-gpu)"
+            )
+        if backend == "torch":
+            raise ValueError("method='approximate' runs a faiss index; the torch backend is exact only")
+        return "approximate"
+    if method == "auto" and chosen == "faiss" and dev.type == "cpu" and n > APPROXIMATE_KNN_ABOVE:
+        return "approximate"
+    return "exact"
 
 
 def drop_self(indices: np.ndarray, k: int) -> np.ndarray:
@@ -258,6 +313,47 @@ def drop_self(indices: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(indices, order, axis=1).astype(np.int64)
 
 
+def _faiss_ivf_search(
+    xs: np.ndarray, n_results: int, nlist: int, nprobe: int, seed: int, gpu: int | None
+) -> np.ndarray:
+    """Approximate (N, n_results) inner-product neighbours of every row of xs among the rows of xs.
+
+    An ``IndexIVFFlat``: ``nlist`` cells from spherical k-means on a seeded sample, vectors stored
+    uncompressed (similarities are exact, only cells left unscanned can lose a neighbour). Each row is
+    stored in its most similar cell and that cell is its first probe, so a query always scans its own
+    cell. Queries run in cell order (neighbouring queries scan the same lists, ~2x faster on a CPU than
+    input order; results identical). Rows whose ``nprobe`` cells hold fewer than ``n_results`` vectors
+    are searched exactly instead.
+    """
+    n, d = xs.shape
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.spherical = True
+    index.cp.seed = seed
+    index.cp.min_points_per_centroid = 1  # only silences faiss's "provide at least 39*k points" note
+    index.cp.max_points_per_centroid = IVF_TRAINING_ROWS_PER_LIST
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, IVF_TRAINING_ROWS_PER_LIST * nlist), replace=False))
+    index.train(xs[sample])
+    coarse_sim, coarse = index.quantizer.search(xs, nprobe)  # (N, nprobe) cells by decreasing sim
+    cells = np.ascontiguousarray(coarse[:, 0], dtype=np.int64)
+    index.add_core(n, faiss.swig_ptr(xs), None, faiss.swig_ptr(cells))
+    index.nprobe = nprobe
+    if gpu is not None:  # pragma: no cover - needs faiss-gpu
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), gpu, index)
+    order = np.argsort(cells, kind="stable")
+    found = np.empty((n, n_results), dtype=np.int64)
+    for start in range(0, n, _QUERY_CHUNK):
+        rows = order[start : start + _QUERY_CHUNK]
+        if gpu is None:
+            _, found[rows] = index.search_preassigned(xs[rows], n_results, coarse[rows], coarse_sim[rows])
+        else:  # pragma: no cover
+            _, found[rows] = index.search(xs[rows], n_results)
+    short = np.flatnonzero((found < 0).any(axis=1))
+    if short.size:  # too few vectors in the scanned cells: exact search for these rows
+        _, found[short] = faiss.knn(xs[short], xs, n_results, metric=faiss.METRIC_INNER_PRODUCT)
+    return found
+
+
 def knn_inner_product(
     x: ArrayLike,
     k: int,
@@ -266,16 +362,34 @@ def knn_inner_product(
     device: DeviceLike = None,
     backend: Backend = "auto",
     block_size: int | None = None,
+    method: KnnMethod = "auto",
+    nprobe: int | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Exact k nearest neighbours of every row of x among the rows of x, by cosine similarity.
+    """The k nearest neighbours of every row of x among the rows of x, by cosine similarity.
+
+    Exact by default (spec §6); approximate (a faiss inverted-file index) for large N, see ``method``.
 
     Args:
         x: (N, d) embeddings (normalised here).
         k: neighbours per row; at most N-1 with ``exclude_self`` (N otherwise).
         exclude_self: leave each row's own index out of its list (by index, so duplicates of the
-            row are still returned as neighbours).
+            row are still returned as neighbours). Both methods search k+1 and drop the row itself
+            wherever it appears (or the last hit when more than k duplicates crowd it out).
         device, backend, block_size: as in :func:`spherical_kmeans`; ``block_size`` is the number
             of query rows per (rows x N) similarity block in the torch backend.
+        method: ``"exact"`` -- every pair is compared (faiss ``IndexFlatIP`` or blockwise torch
+            products), O(N^2 d). ``"approximate"`` -- faiss ``IndexIVFFlat``: the rows are split into
+            ``ivf_list_count(N)`` ~ 4 sqrt(N) cells by spherical k-means on a seeded sample, and each
+            row's neighbours are looked for in its ``nprobe`` most similar cells only, O(N^1.5 d);
+            similarities of the returned neighbours are exact, a neighbour in an unscanned cell is
+            missed (recall@50 measured in docs/SCALING.md). Needs faiss. ``"auto"`` (default) --
+            approximate when :func:`pick_knn_method` says so (faiss on the CPU and
+            N > ``APPROXIMATE_KNN_ABOVE``), else exact. The torch backend is always exact.
+        nprobe: cells scanned per query by the approximate search (default
+            ``APPROXIMATE_KNN_NPROBE``, capped at the number of cells); more is slower and closer to
+            exact. Ignored by the exact search.
+        seed: fixes the approximate search's training sample and k-means (deterministic on CPU).
 
     Returns:
         (N, k) int64 numpy, neighbours by decreasing similarity.
@@ -286,6 +400,17 @@ def knn_inner_product(
     limit = n - 1 if exclude_self else n
     if not 1 <= k <= limit:
         raise ValueError(f"k must be between 1 and {limit} for {n} points, got {k}")
+    if nprobe is not None and nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+    n_results = k + 1 if exclude_self else k
+
+    if pick_knn_method(n, method, device=dev, backend=backend) == "approximate":
+        nlist = ivf_list_count(n)
+        probes = min(nlist, nprobe or APPROXIMATE_KNN_NPROBE)
+        gpu = (dev.index or 0) if dev.type == "cuda" and faiss_has_gpu() else None
+        xs = np.ascontiguousarray(xt.cpu().numpy())
+        found = _faiss_ivf_search(xs, n_results, nlist, probes, seed, gpu)
+        return drop_self(found, k) if exclude_self else found
 
     if _pick_backend(backend, dev) == "faiss":
         xs = np.ascontiguousarray(xt.cpu().numpy())
@@ -294,7 +419,7 @@ def knn_inner_product(
             resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(resources, dev.index or 0, index)
         index.add(xs)
-        _, found = index.search(xs, k + 1 if exclude_self else k)
+        _, found = index.search(xs, n_results)
         return drop_self(found, k) if exclude_self else found.astype(np.int64)
 
     rows = _rows_per_block(n, block_size)

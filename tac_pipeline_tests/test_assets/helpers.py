@@ -35,8 +35,9 @@ def resources(data_dir: Path, encoder: ClipEncoderResource | None = None) -> dic
 
 def materialize_nouns(data_dir: Path, instance: DagsterInstance, encoder: ClipEncoderResource | None = None):
     encoder = encoder or tiny_encoder()
+    assets = build_assets(encoder.identity())
     result = materialize(
-        [*build_assets(encoder.identity()), *build_asset_checks()],
+        [*assets, *build_asset_checks(assets)],
         selection=[NOUN_ASSET],
         resources=resources(data_dir, encoder),
         instance=instance,
@@ -58,7 +59,7 @@ def materialize_dataset(
         instance.add_dynamic_partitions(datasets_partitions.name, [key])
     assets = build_assets(encoder.identity())
     return materialize(
-        [*assets, *build_asset_checks()],
+        [*assets, *build_asset_checks(assets)],
         selection=[a.key for a in assets if a.partitions_def is not None],
         partition_key=key,
         resources=resources(data_dir, encoder),

@@ -12,24 +12,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetCheckSeverity,
     AssetKey,
     AssetRecordsFilter,
+    MaterializeResult,
     instance_for_test,
     materialize,
 )
+from dagster import asset as dagster_asset
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from PIL import Image
 
-from tac_pipeline.assets import build_assets
+from tac_pipeline.assets import DATASET_ASSETS, build_assets
 from tac_pipeline.assets.checks import (
+    EMBEDDINGS_CHECK,
     allowed_empty_clusters,
     build_asset_checks,
     embeddings_check,
+    embeddings_check_spec,
     empty_clusters_check,
     metrics_check,
     nouns_per_center_check,
 )
 from tac_pipeline.assets.figures import MAX_FIGURE_BYTES, figure_path
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.resources.io_manager import ParquetIOManager
 from tac_pipeline.tables import embedding_array
 from tac_pipeline.tac.naming import EMPTY_NAME, UNNAMED, cluster_names
 from tac_pipeline_tests.conftest import write_toy_drop
@@ -46,6 +54,13 @@ FIGURES = {
     "semantic_centers": ["center_sizes_plot"],
     "trained_heads": ["loss_curves"],
     "cluster_labels": ["cluster_map", "gallery"],
+}
+PARTITIONED_ASSETS = DATASET_ASSETS
+#: Checks evaluated inside their asset's step (``check_specs`` on the asset), not as steps of their own.
+IN_ASSET_CHECKS = {
+    ("text_space", "noun_for_every_center"),
+    ("cluster_labels", "no_empty_clusters"),
+    ("metrics", "metrics_present"),
 }
 DATA_URI = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 
@@ -93,19 +108,7 @@ def latest_metadata(instance, asset: str, partition: str | None = None) -> dict:
 
 def test_every_stage_tells_its_story(lineage):
     _, instance, _, _ = lineage
-    md = {
-        asset: latest_metadata(instance, asset, "toy")
-        for asset in (
-            "image_embeddings",
-            "semantic_centers",
-            "text_space",
-            "counterparts",
-            "knn_graphs",
-            "trained_heads",
-            "cluster_labels",
-            "metrics",
-        )
-    }
+    md = {asset: latest_metadata(instance, asset, "toy") for asset in PARTITIONED_ASSETS}
     nouns = latest_metadata(instance, "wordnet_noun_embeddings")
 
     images = md["image_embeddings"]
@@ -177,8 +180,9 @@ def test_bring_your_own_drop_has_no_gallery_but_a_map(lineage):
 def materialize_assets(root, instance, assets: list[str], partition: str):
     """Materialize some assets of a partition in process; their checks are selected with them."""
     encoder = tiny_encoder()
+    graph = build_assets(encoder.identity())
     return materialize(
-        [*build_assets(encoder.identity()), *build_asset_checks()],
+        [*graph, *build_asset_checks(graph)],
         selection=assets,
         partition_key=partition,
         resources=resources(root, encoder),
@@ -208,6 +212,80 @@ def test_checks_run_with_the_materialization_and_pass_on_good_data(lineage):
     assert byo.passed and byo.metadata["empty_clusters"].value == 0
 
 
+def _check_names(definitions) -> set[tuple[str, str]]:
+    return {(k.asset_key.to_user_string(), k.name) for d in definitions for k in d.check_keys}
+
+
+def test_only_the_embedding_checks_are_steps_of_their_own():
+    assets = build_assets(tiny_encoder().identity())
+    standalone = _check_names(build_asset_checks(assets))
+    assert standalone <= {
+        ("image_embeddings", EMBEDDINGS_CHECK),
+        ("wordnet_noun_embeddings", EMBEDDINGS_CHECK),
+    }
+    declared = _check_names(assets)
+    assert IN_ASSET_CHECKS <= declared
+    assert not declared & standalone  # one definition per check key
+    # all embedding checks exist, in their asset or standalone
+    assert {("image_embeddings", EMBEDDINGS_CHECK), ("wordnet_noun_embeddings", EMBEDDINGS_CHECK)} <= (
+        declared | standalone
+    )
+
+    # an embedding asset that declares its check (the fold) drops the standalone one
+    @dagster_asset(
+        name="wordnet_noun_embeddings", check_specs=[embeddings_check_spec("wordnet_noun_embeddings")]
+    )
+    def folded():
+        table = _vectors([[1, 0]])
+        return MaterializeResult(value=table, check_results=[embeddings_check(table)])
+
+    assert _check_names(build_asset_checks([folded])) == {("image_embeddings", EMBEDDINGS_CHECK)}
+    assert _check_names(build_asset_checks()) == {
+        ("image_embeddings", EMBEDDINGS_CHECK),
+        ("wordnet_noun_embeddings", EMBEDDINGS_CHECK),
+    }
+
+
+def test_checks_run_in_their_assets_steps_and_show_per_partition(lineage):
+    _, instance, _, results = lineage
+    result = results["toy"]
+    graph = build_assets(tiny_encoder().identity())
+    in_asset = _check_names(graph)
+    standalone = _check_names(c for c in build_asset_checks(graph) if c.partitions_def is not None)
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    # eight assets, and a step for each standalone check (image_embeddings' until it is folded in)
+    assert steps == {*PARTITIONED_ASSETS, *(f"{asset}_{check}" for asset, check in standalone)}
+    evaluations = {
+        (e.event_specific_data.asset_key.to_user_string(), e.event_specific_data.check_name): e
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert set(evaluations) == {c for c in in_asset | standalone if c[0] in PARTITIONED_ASSETS}
+    for (asset_name, check_name), event in evaluations.items():
+        in_step = asset_name if (asset_name, check_name) in in_asset else f"{asset_name}_{check_name}"
+        assert event.step_key == in_step
+        evaluation = event.event_specific_data
+        # a partition's check, tied to the materialization it checked: the asset's Checks tab in the UI
+        assert evaluation.partition == "toy", (asset_name, check_name)
+        assert evaluation.target_materialization_data is not None, (asset_name, check_name)
+    # what the UI reads: each check's executions, with the run's outcome
+    for asset_name, check_name in IN_ASSET_CHECKS:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey(asset_name), check_name), limit=20
+        )
+        status = {record.run_id: record.status for record in history}
+        passed = evaluations[(asset_name, check_name)].event_specific_data.passed
+        expected = (
+            AssetCheckExecutionRecordStatus.SUCCEEDED if passed else AssetCheckExecutionRecordStatus.FAILED
+        )
+        assert status[result.run_id] == expected, (asset_name, check_name)
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey("text_space"), "noun_for_every_center"), limit=20
+    )
+    status = {record.run_id: record.status for record in history}
+    assert status[results["few_nouns"].run_id] == AssetCheckExecutionRecordStatus.FAILED
+
+
 def test_a_vocabulary_too_small_for_the_centres_warns(lineage):
     _, _, _, results = lineage
     checks = _evaluations(results["few_nouns"])
@@ -234,6 +312,57 @@ def test_a_collapsed_clustering_warns(lineage, monkeypatch):
     assert not check.passed and check.severity == AssetCheckSeverity.WARN
     assert check.metadata["empty_clusters"].value == 2 and "collapsed" in check.description
     assert result.success
+
+
+def test_a_failing_error_check_is_recorded_without_failing_the_run(lineage, monkeypatch):
+    """metrics_present (ERROR, not blocking): the metrics are stored and the check shows failed."""
+    root, instance, _, _ = lineage
+    from tac_pipeline import tac
+
+    def no_nmi(truth, predicted):
+        return {"nmi": float("nan"), "acc": 50.0, "ari": 50.0}
+
+    monkeypatch.setattr(tac, "cluster_metrics", no_nmi)
+    result = materialize_assets(root, instance, ["metrics"], "toy")
+    check = _evaluations(result)[("metrics", "metrics_present")]
+    assert not check.passed and check.severity == AssetCheckSeverity.ERROR and not check.blocking
+    assert "nmi missing" in check.description
+    assert result.success and result.asset_materializations_for_node("metrics")
+    assert np.isnan(read_output(root, "metrics", "toy")["nmi"].to_numpy()).all()  # stored as computed
+
+
+def test_a_folded_embeddings_check_blocks_what_is_downstream(tmp_path):
+    """The spec the embedding assets declare once folded: a failure stores the table, fails its step and
+    skips every step downstream in the run."""
+    spec = embeddings_check_spec("image_embeddings")
+    assert spec.blocking and spec.name == EMBEDDINGS_CHECK and spec.partitions_def == datasets_partitions
+    assert embeddings_check_spec("wordnet_noun_embeddings").partitions_def is None
+
+    @dagster_asset(name="image_embeddings", partitions_def=datasets_partitions, check_specs=[spec])
+    def bad_embeddings():
+        table = _vectors([[1, 0], [np.nan, 0]])
+        return MaterializeResult(value=table, check_results=[embeddings_check(table)])
+
+    @dagster_asset(partitions_def=datasets_partitions)
+    def downstream(image_embeddings: pa.Table) -> pa.Table:
+        return image_embeddings
+
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(datasets_partitions.name, ["bad"])
+        result = materialize(
+            [bad_embeddings, downstream],
+            partition_key="bad",
+            resources={"io_manager": ParquetIOManager(base_dir=str(tmp_path))},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    check = _evaluations(result)[("image_embeddings", EMBEDDINGS_CHECK)]
+    assert not check.passed and check.blocking and check.partition == "bad"
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"image_embeddings"}
+    assert (tmp_path / "image_embeddings" / "bad.parquet").is_file()
+    assert not (tmp_path / "downstream").exists()
 
 
 # --- the rules on crafted tables -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Spherical k-means and exact kNN: both backends, self-exclusion by index, edge cases."""
+"""Spherical k-means and kNN: both backends, exact and approximate search, self-exclusion by index, edge cases."""
 
 import numpy as np
 import pytest
@@ -9,26 +9,29 @@ from tac_pipeline.tac import cluster_metrics, drop_self, knn_inner_product, sphe
 from .conftest import blobs, unit_rows
 
 BACKENDS = ["faiss", "torch"]
+# kNN searches: each backend's exact search, and faiss's approximate (IVF) one, which must treat the
+# query itself and its duplicates exactly as the exact search does.
+SEARCHES = [("faiss", "exact"), ("torch", "exact"), ("faiss", "approximate")]
 
 
 class TestKnn:
-    @pytest.mark.parametrize("backend", BACKENDS)
-    def test_excludes_self_by_index_with_duplicates(self, backend, rng):
+    @pytest.mark.parametrize(("backend", "method"), SEARCHES)
+    def test_excludes_self_by_index_with_duplicates(self, backend, method, rng):
         base = unit_rows(rng.standard_normal((20, 8)))
         # Rows 20, 21, 22 duplicate row 0: they tie with row 0 at similarity 1.
         x = np.concatenate([base, base[[0, 0, 0]]])
-        knn = knn_inner_product(x, 5, backend=backend)
+        knn = knn_inner_product(x, 5, backend=backend, method=method)
         assert knn.shape == (23, 5) and knn.dtype == np.int64
         assert not (knn == np.arange(23)[:, None]).any()
         assert set(knn[0, :3]) == {20, 21, 22}
         assert set(knn[20, :3]) == {0, 21, 22}
 
-    @pytest.mark.parametrize("backend", BACKENDS)
-    def test_more_duplicates_than_k(self, backend):
+    @pytest.mark.parametrize(("backend", "method"), SEARCHES)
+    def test_more_duplicates_than_k(self, backend, method):
         # Eight identical rows and k = 3: the query may not even be among the k + 1 hits.
         x = np.tile(np.array([[1.0, 0.0, 0.0]], dtype=np.float32), (8, 1))
         x = np.concatenate([x, unit_rows(np.array([[0.0, 1.0, 0.1], [0.0, 0.2, 1.0]]))])
-        knn = knn_inner_product(x, 3, backend=backend)
+        knn = knn_inner_product(x, 3, backend=backend, method=method)
         assert not (knn == np.arange(10)[:, None]).any()
         assert (knn[:8] < 8).all()
         assert all(len(set(row)) == 3 for row in knn)
@@ -52,10 +55,11 @@ class TestKnn:
         a = knn_inner_product(torch.from_numpy(x), 7)
         np.testing.assert_array_equal(a, knn_inner_product(x, 7))
 
-    def test_k_too_large(self, rng):
+    @pytest.mark.parametrize("method", ["exact", "approximate"])
+    def test_k_too_large(self, method, rng):
         x = unit_rows(rng.standard_normal((5, 4)))
         with pytest.raises(ValueError, match="between 1 and 4"):
-            knn_inner_product(x, 5)
+            knn_inner_product(x, 5, method=method)
 
 
 class TestSphericalKmeans:

@@ -46,7 +46,8 @@ CHROMIUM_ARGS = [
 SERVER_START_S = 120
 #: One UI step (a page, a dialog, a button).
 STEP_MS = 60_000
-#: The whole run: eight assets and their checks, each step in its own process.
+#: The whole run: eight assets (three with their checks inside) and image_embeddings' check, each step in
+#: a process forked from the run's warm forkserver.
 RUN_S = 300
 METHODS = ["kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean"]
 
@@ -127,9 +128,10 @@ def dagster_ui(chromium, tmp_path, data_dir):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     write_toy_drop(data_dir / "drops" / DATASET, train=4, test=2)
     encoder = tiny_encoder()
+    graph = build_assets(encoder.identity())
     with DagsterInstance.from_config(str(home)) as instance:
         done = materialize(
-            [*build_assets(encoder.identity()), *build_asset_checks()],
+            [*graph, *build_asset_checks(graph)],
             selection=[NOUN_ASSET],
             resources=resources(data_dir, encoder),
             instance=instance,
@@ -255,7 +257,14 @@ def test_materialize_a_drop_from_the_ui_and_read_its_metrics(dagster_ui, tmp_pat
             table.scroll_into_view_if_needed()
             page.screenshot(path=str(tmp_path / "metrics.png"))
 
-            # 5. The gallery of cluster_labels opens as an image.
+            # 5. The metrics asset's Checks tab: its check, evaluated inside the asset's step, passed.
+            page.goto(f"{url}/assets/metrics?view=checks", wait_until="domcontentloaded")
+            expect(page.get_by_text("metrics_present").first).to_be_visible()
+            expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible()
+            expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
+            page.screenshot(path=str(tmp_path / "checks.png"))
+
+            # 6. The gallery of cluster_labels opens as an image.
             page.goto(f"{url}/assets/cluster_labels", wait_until="domcontentloaded")
             gallery = page.get_by_role("row").filter(has=page.get_by_text("gallery", exact=True))
             gallery.get_by_text("[Show Markdown]").click()
