@@ -800,7 +800,7 @@ def cli_materialize(env: dict[str, str], cwd: Path, selection, partition=None, c
 
 
 def bench_graph_cli(b: Bench) -> list[Row]:
-    """``dagster asset materialize`` subprocesses; its multiprocess executor runs one process per step."""
+    """``dagster asset materialize`` subprocesses; the default executor runs one process per step (forked)."""
     if not dagster_available():
         return [Row("graph-cli", "Dagster CLI", "skipped: dagster is not importable")]
     from dagster import DagsterInstance
@@ -837,7 +837,7 @@ def bench_graph_cli(b: Bench) -> list[Row]:
     cold = GraphRun(s_nouns + s_cold, {**steps_nouns, **steps_cold}, None, s_nouns)
     warm = GraphRun(s_warm, steps_warm, None)
     notes = (
-        f"`dagster asset materialize`, one process per step, {graph_noun_note(b)}; GPU memory is "
+        f"`dagster asset materialize`, one process per step (forkserver), {graph_noun_note(b)}; GPU memory is "
         "used in the step processes (not measured)"
     )
     return graph_rows(b, "graph-cli", "Dagster CLI", cold, warm, notes)
