@@ -8,11 +8,29 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, OpExecutionContext
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, OpExecutionContext, asset
 
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.resources.compute import GPU_TAG
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
 from tac_pipeline.tables import column_matrix
+
+
+def dataset_asset(group: str, description: str, *, gpu: bool = False, code_version: str = "1", **kwargs):
+    """``@asset`` for one stage of a dataset: partitioned by dataset, versioned, in a UI group.
+
+    ``gpu=True`` tags the step ``tac/gpu`` so the executors give it a device of its own; other keyword
+    arguments (``check_specs``…) go to ``@asset`` as they are.
+    """
+    return asset(
+        partitions_def=datasets_partitions,
+        group_name=group,
+        code_version=code_version,
+        op_tags={GPU_TAG: "true"} if gpu else None,
+        description=description,
+        **kwargs,
+    )
 
 
 def fit_indices(table: pa.Table) -> np.ndarray:

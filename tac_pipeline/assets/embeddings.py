@@ -14,12 +14,11 @@ from dagster import AssetExecutionContext, AssetsDefinition, Config, Materialize
 from pydantic import Field
 
 from tac_pipeline.assets.checks import UNIT_NORM_TOLERANCE, embeddings_check, embeddings_check_spec
-from tac_pipeline.assets.common import previous_output
+from tac_pipeline.assets.common import dataset_asset, previous_output
 from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
-from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix, embedding_array
@@ -270,12 +269,11 @@ def byo_table(drop: Path) -> tuple[pa.Table, dict] | None:
 def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
     """The two embedding assets, versioned by the encoder so that changing it makes them stale."""
 
-    @asset(
-        partitions_def=datasets_partitions,
-        group_name="embeddings",
+    @dataset_asset(
+        "embeddings",
+        "CLIP image embeddings of a drop (or its embeddings.parquet), L2-normalised, one row per image.",
+        gpu=True,
         code_version=embedding_code_version(encoder_identity),
-        op_tags={GPU_TAG: "true"},
-        description="CLIP image embeddings of a drop (or its embeddings.parquet), L2-normalised, one row per image.",
         check_specs=[embeddings_check_spec("image_embeddings")],
     )
     # No return annotation: `-> MaterializeResult` would make Dagster skip the Parquet IO manager.

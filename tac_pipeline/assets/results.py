@@ -2,7 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
@@ -12,10 +12,9 @@ from tac_pipeline.assets.checks import (
     empty_clusters_check,
     metrics_check,
 )
-from tac_pipeline.assets.common import dataset_run, embeddings, previous_output, report_indices
+from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, previous_output, report_indices
 from tac_pipeline.assets.training import heads_from_table
-from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.resources.compute import GPU_TAG, ComputeDeviceResource
+from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix
 
@@ -28,13 +27,11 @@ _LABEL_COLUMNS = {
 }
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="results",
-    code_version="1",
-    op_tags={GPU_TAG: "true"},
+@dataset_asset(
+    "results",
+    "The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC.",
+    gpu=True,
     check_specs=[NO_EMPTY_CLUSTERS],
-    description="The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC.",
 )
 def cluster_labels(
     context: AssetExecutionContext,
@@ -101,12 +98,10 @@ def cluster_labels(
     )
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="results",
-    code_version="1",
+@dataset_asset(
+    "results",
+    "NMI / ACC / ARI (percent) of k-means on images, TAC without training and the TAC heads.",
     check_specs=[METRICS_PRESENT],
-    description="NMI / ACC / ARI (percent) of k-means on images, TAC without training and the TAC heads.",
 )
 def metrics(
     context: AssetExecutionContext,

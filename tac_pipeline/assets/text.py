@@ -4,16 +4,15 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
 from tac_pipeline.assets.checks import NOUN_FOR_EVERY_CENTER, nouns_per_center_check
-from tac_pipeline.assets.common import dataset_run, embeddings, fit_indices, report_indices
+from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, fit_indices, report_indices
 from tac_pipeline.encoders.byo import BYO_NOUNS, read_byo_nouns
-from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.resources.compute import GPU_TAG, ComputeDeviceResource
+from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import embedding_array
 
@@ -43,12 +42,10 @@ class CounterpartsConfig(Config):
     kmeans_iter: int | None = Field(default=None, description="Baseline k-means iterations (spec: 300).")
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="text",
-    code_version="1",
-    op_tags={GPU_TAG: "true"},
-    description="Semantic centres: spherical k-means of the fitting images into k_c = N/300 (or 3K) centres.",
+@dataset_asset(
+    "text",
+    "Semantic centres: spherical k-means of the fitting images into k_c = N/300 (or 3K) centres.",
+    gpu=True,
 )
 def semantic_centers(
     context: AssetExecutionContext,
@@ -114,12 +111,10 @@ def semantic_centers(
     )
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="text",
-    code_version="1",
+@dataset_asset(
+    "text",
+    "Text space: the γ most confident WordNet nouns of each semantic centre.",
     check_specs=[NOUN_FOR_EVERY_CENTER],
-    description="Text space: the γ most confident WordNet nouns of each semantic centre.",
 )
 def text_space(
     context: AssetExecutionContext,
@@ -195,12 +190,10 @@ def _nouns_by_center_markdown(table: pa.Table, max_centers: int = 40) -> str:
     return "\n".join(lines)
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="text",
-    code_version="1",
-    op_tags={GPU_TAG: "true"},
-    description="Text counterpart of every image (soft retrieval over the text space) and the training-free TAC.",
+@dataset_asset(
+    "text",
+    "Text counterpart of every image (soft retrieval over the text space) and the training-free TAC.",
+    gpu=True,
 )
 def counterparts(
     context: AssetExecutionContext,

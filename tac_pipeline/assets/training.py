@@ -7,15 +7,14 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MetadataValue
 from pydantic import Field
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
-from tac_pipeline.assets.common import dataset_run, embeddings, fit_indices
+from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, fit_indices
 from tac_pipeline.assets.text import pick
-from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.resources.compute import GPU_TAG, ComputeDeviceResource
+from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix, index_array
 from tac_pipeline.tac.vectors import APPROXIMATE_KNN_ABOVE, APPROXIMATE_KNN_NPROBE, pick_knn_method
@@ -57,12 +56,10 @@ class HeadsConfig(Config):
     entropy_weight: float | None = Field(default=None, description="Weight of L_bal (spec: 5).")
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="training",
-    code_version="1",
-    op_tags={GPU_TAG: "true"},
-    description="The 50 nearest neighbours of every fitting image, in image space and in counterpart space.",
+@dataset_asset(
+    "training",
+    "The 50 nearest neighbours of every fitting image, in image space and in counterpart space.",
+    gpu=True,
 )
 def knn_graphs(
     context: AssetExecutionContext,
@@ -156,12 +153,10 @@ def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module,
     return heads[0], heads[1], history
 
 
-@asset(
-    partitions_def=datasets_partitions,
-    group_name="training",
-    code_version="1",
-    op_tags={GPU_TAG: "true"},
-    description="The image head f and text head g, trained by cross-modal neighbour distillation.",
+@dataset_asset(
+    "training",
+    "The image head f and text head g, trained by cross-modal neighbour distillation.",
+    gpu=True,
 )
 def trained_heads(
     context: AssetExecutionContext,

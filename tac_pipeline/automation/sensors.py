@@ -53,6 +53,16 @@ DEFAULT_SETTLE_SECONDS = 60.0
 DEFAULT_CRON = "0 2 * * *"
 
 
+def _dataset_run_request(key: str, digest: str, trigger: str, stamp: str | None = None) -> RunRequest:
+    """A run of the dataset assets for one drop state; the run key dedupes it (per ``stamp`` when given)."""
+    return RunRequest(
+        partition_key=key,
+        run_key=f"{key}:{digest[:16]}" + (f":{stamp}" if stamp else ""),
+        asset_selection=DATASET_ASSETS,
+        tags={"tac/trigger": trigger, "tac/drop_digest": digest},
+    )
+
+
 def nouns_current(instance: DagsterInstance, noun_code_version: str) -> bool:
     """True when ``wordnet_noun_embeddings`` was materialized by this code version (i.e. this encoder)."""
     event = instance.get_latest_materialization_event(NOUN_ASSET)
@@ -119,14 +129,7 @@ def build_drops_sensor(
                 continue
             if cursor.get(key) == manifest.digest:
                 continue
-            requests.append(
-                RunRequest(
-                    partition_key=key,
-                    run_key=f"{key}:{manifest.digest[:16]}",
-                    asset_selection=DATASET_ASSETS,
-                    tags={"tac/trigger": "drops_sensor", "tac/drop_digest": manifest.digest},
-                )
-            )
+            requests.append(_dataset_run_request(key, manifest.digest, "drops_sensor"))
             cursor[key] = manifest.digest
         for gone in set(cursor) - set(keys):
             del cursor[gone]  # a removed drop's stored results stay; a re-created one runs again
@@ -174,14 +177,7 @@ def build_recluster_schedule(
                 or recorded_drop_digest(context.instance, key) == manifest.digest
             ):
                 continue
-            requests.append(
-                RunRequest(
-                    partition_key=key,
-                    run_key=f"{key}:{manifest.digest[:16]}:{stamp}",
-                    asset_selection=DATASET_ASSETS,
-                    tags={"tac/trigger": "recluster_schedule", "tac/drop_digest": manifest.digest},
-                )
-            )
+            requests.append(_dataset_run_request(key, manifest.digest, "recluster_schedule", stamp))
         return requests or SkipReason("no drop changed since its last materialization")
 
     return recluster_changed_drops

@@ -13,19 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .images import (
-    DropListing,
-    EncodedImages,
-    ImageBatch,
-    ImageDecodeError,
-    ImageReader,
-    ImageRecord,
-    PreprocessSpec,
-    discover_images,
-    encode_drop,
-    load_image,
-    read_images,
-)
+from . import images as _images
+from .images import *  # noqa: F403 - the reader's public names, listed once in images.__all__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .clip import (
@@ -36,28 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
         register_model_configs,
     )
 
-_LAZY_FROM_CLIP = frozenset(
-    {"ClipEncoder", "EncoderUnavailableError", "NOUN_TEMPLATES", "TINY_MODEL_NAME", "register_model_configs"}
-)
-
 __all__ = [
+    *_images.__all__,
     "NOUN_TEMPLATES",
     "TINY_MODEL_NAME",
     "ClipEncoder",
-    "DropListing",
-    "EncodedImages",
     "EncoderUnavailableError",
-    "ImageBatch",
-    "ImageDecodeError",
-    "ImageReader",
-    "ImageRecord",
-    "PreprocessSpec",
-    "discover_images",
-    "encode_drop",
-    "load_image",
-    "read_images",
     "register_model_configs",
 ]
+_LAZY_FROM_CLIP = frozenset(__all__[len(_images.__all__) :])
 
 
 def __getattr__(name: str) -> Any:

@@ -507,6 +507,11 @@ class ClipEncoder:
         self._checkpoint = ckpt
         self._quick_gelu = bool(tag_cfg.get("quick_gelu", False))
 
+        def unavailable(reason: str, looked_in: str) -> EncoderUnavailableError:
+            return EncoderUnavailableError(
+                model_name=model_name, pretrained=tag, checkpoint=ckpt, reason=reason, looked_in=looked_in
+            )
+
         # Build on CPU under a private, seeded RNG (deterministic random init, global RNG untouched).
         kwargs: dict[str, Any] = dict(
             pretrained=None,
@@ -530,12 +535,8 @@ class ClipEncoder:
                 torch.manual_seed(INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, **kwargs)
         except Exception as exc:
-            raise EncoderUnavailableError(
-                model_name=model_name,
-                pretrained=tag,
-                checkpoint=ckpt,
-                reason=f"the model could not be built: {type(exc).__name__}: {exc}",
-                looked_in="open_clip's model configs",
+            raise unavailable(
+                f"the model could not be built: {type(exc).__name__}: {exc}", "open_clip's model configs"
             ) from exc
         self._weights_sha256: str | None = None
         if weights is not None:
@@ -545,23 +546,16 @@ class ClipEncoder:
                 msg = str(exc).splitlines()[0] if str(exc) else ""
                 if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
                     msg = "not a plain state_dict (refusing to unpickle arbitrary objects)"
-                raise EncoderUnavailableError(
-                    model_name=model_name,
-                    pretrained=tag,
-                    checkpoint=ckpt,
-                    reason=f"the weights file is corrupt or does not fit the model ({type(exc).__name__}: {msg})",
-                    looked_in=os.path.abspath(weights),
+                raise unavailable(
+                    f"the weights file is corrupt or does not fit the model ({type(exc).__name__}: {msg})",
+                    os.path.abspath(weights),
                 ) from exc
             self._weights_sha256 = _weights_digest(weights)
         try:
             self._tokenizer = open_clip.get_tokenizer(model_name)
         except Exception as exc:
-            raise EncoderUnavailableError(
-                model_name=model_name,
-                pretrained=tag,
-                checkpoint=ckpt,
-                reason=f"the tokenizer could not be loaded: {type(exc).__name__}: {exc}",
-                looked_in=_hf_cache_dir(cache),
+            raise unavailable(
+                f"the tokenizer could not be loaded: {type(exc).__name__}: {exc}", _hf_cache_dir(cache)
             ) from exc
 
         self._model = model.to(self._device).eval()

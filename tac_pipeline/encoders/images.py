@@ -850,14 +850,7 @@ class ImageReader:
 def read_images(
     records_or_paths: Sequence[ImageRecord | str | os.PathLike[str]] | DropListing,
     preprocess: Any,
-    *,
-    num_workers: int | None = None,
-    batch_size: int = 256,
-    logger: logging.Logger | Any | None = None,
-    progress_every: float = 10.0,
-    max_image_pixels: int | None = None,
-    output: str = "float32",
-    start_method: str | None = None,
+    **options: Any,
 ) -> ImageReader:
     """Decode and preprocess images in parallel worker processes; iterate the result for ordered batches.
 
@@ -876,20 +869,12 @@ def read_images(
     threads), get chunks of paths, and die with the iteration. A worker that crashes is replaced and its chunk
     re-run file by file, so the culprit is skipped. ``max_image_pixels`` defaults to Pillow's
     ``Image.MAX_IMAGE_PIXELS`` at call time. Progress (count and images/s) goes to ``logger.info`` every
-    ``progress_every`` seconds, plus a summary at the end.
+    ``progress_every`` seconds, plus a summary at the end. ``options`` are :class:`ImageReader`'s keywords:
+    ``num_workers``, ``batch_size`` (256), ``logger``, ``progress_every`` (10 s), ``max_image_pixels``,
+    ``output`` (``"float32"`` or ``"uint8"``), ``start_method``.
     """
     items = records_or_paths.records if isinstance(records_or_paths, DropListing) else records_or_paths
-    return ImageReader(
-        items,
-        preprocess,
-        num_workers=num_workers,
-        batch_size=batch_size,
-        logger=logger,
-        progress_every=progress_every,
-        max_image_pixels=max_image_pixels,
-        output=output,
-        start_method=start_method,
-    )
+    return ImageReader(items, preprocess, **options)
 
 
 # --------------------------------------------------------------------------------------------------------------
