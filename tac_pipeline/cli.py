@@ -79,11 +79,12 @@ def _materialize(
 
 def _nouns_current(instance, env: dict[str, str]) -> bool:
     """True when noun embeddings exist for the configured encoder (same code version, file present)."""
-    from tac_pipeline.assets.embeddings import embedding_code_version
+    from tac_pipeline.assets.embeddings import noun_code_version
     from tac_pipeline.automation.sensors import nouns_current
+    from tac_pipeline.encoders.wordnet import vocabulary_from_env
     from tac_pipeline.resources.compute import encoder_from_env
 
-    version = embedding_code_version(encoder_from_env(env).identity())
+    version = noun_code_version(encoder_from_env(env).identity(), vocabulary_from_env(env))
     return nouns_current(instance, version) and (store_dir() / f"{NOUN_ASSET}.parquet").exists()
 
 

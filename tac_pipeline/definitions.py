@@ -8,9 +8,10 @@ from dagster import Definitions, Enum, EnumValue, Field, define_asset_job, multi
 
 from tac_pipeline.assets import build_assets
 from tac_pipeline.assets.checks import build_asset_checks
-from tac_pipeline.assets.embeddings import embedding_code_version
+from tac_pipeline.assets.embeddings import noun_code_version
 from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.deployment import Deployment, deployment_from_env
+from tac_pipeline.encoders.wordnet import vocabulary_from_env
 from tac_pipeline.paths import data_root, store_dir
 from tac_pipeline.resources.compute import (
     GPU_TAG,
@@ -84,16 +85,20 @@ def build_definitions(
     encoder: ClipEncoderResource | None = None,
     device: str | None = None,
     deployment: Deployment | None = None,
+    noun_vocabulary: str | None = None,
 ) -> Definitions:
     """The project's Definitions for a data root, encoder and deployment.
 
     Defaults: ``$TAC_DATA_DIR``, ``$TAC_CLIP_*``, ``$TAC_DEVICE`` and :func:`deployment_from_env`
-    (``$TAC_EXECUTOR``, ``$TAC_DASK_*``, ``$TAC_EMBED_SHARDS``).
+    (``$TAC_EXECUTOR``, ``$TAC_DASK_*``, ``$TAC_EMBED_SHARDS``); ``$TAC_NOUN_VOCABULARY`` (``lemmas``).
     """
     encoder = encoder or encoder_from_env()
     deployment = deployment or deployment_from_env()
-    assets = build_assets(encoder.identity(), embed_shards=deployment.embed_shards)
-    noun_version = embedding_code_version(encoder.identity())
+    noun_vocabulary = noun_vocabulary or vocabulary_from_env()
+    assets = build_assets(
+        encoder.identity(), embed_shards=deployment.embed_shards, noun_vocabulary=noun_vocabulary
+    )
+    noun_version = noun_code_version(encoder.identity(), noun_vocabulary)
     resources = {
         "io_manager": ParquetIOManager(base_dir=str(store_dir(data_dir))),
         "tac_data": TacDataResource(data_dir=str(data_root(data_dir))),

@@ -3,6 +3,12 @@
 ```toml
 n_clusters = 10          # defaults to the number of label folders when the drop has them
 seed = 0                 # drives k-means, the baseline and the head training
+resize = 256             # short side before the model's centre crop (default: the crop size, 224)
+
+[images]                 # optional: the images live outside the drop (e.g. an ImageNet root)
+root = "/data/imagenet"  # an absolute folder; symlinks leading out of it are not followed
+splits = { train = "train", test = "val" }   # split -> folder under root (default: no splits)
+classes = ["n02056570", "n02085936"]         # only these class folders (default: all of them)
 
 [tac]                    # optional overrides of TAC_SPEC defaults
 gamma = 5
@@ -13,10 +19,13 @@ epochs = 20
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_FOLDER_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
 class TacOverrides(BaseModel):
@@ -50,11 +59,72 @@ class TacOverrides(BaseModel):
     entropy_weight: float | None = Field(default=None, ge=0, description="Balance weight (spec: 5).")
 
 
+class ImageSourceSettings(BaseModel):
+    """Images kept outside the drop folder: ``root/<split folder>/<class>/**`` (or ``root/<class>/**``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    root: str = Field(description="Absolute path of an existing folder holding the images.")
+    splits: dict[str, str] | None = Field(
+        default=None, description="Split ('train', 'test') -> its folder under root; None: no splits."
+    )
+    classes: list[str] | None = Field(
+        default=None, description="Class folders to take (e.g. WordNet ids); None: every class folder."
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _root_is_an_absolute_folder(cls, value: str) -> str:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise ValueError(f"must be an absolute path, not {value!r}")
+        if not path.is_dir():
+            raise ValueError(f"{value!r} is not an existing folder")
+        return str(path)
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        unknown = sorted(set(value) - {"train", "test"})
+        if unknown or not value:
+            raise ValueError(f"split names must be 'train' and/or 'test' (got {sorted(value)})")
+        for folder in value.values():
+            if not _FOLDER_NAME.fullmatch(folder) or folder in (".", ".."):
+                raise ValueError(f"a split folder must be one folder name under root, not {folder!r}")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _plain_class_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must name at least one class folder (or be left out for all of them)")
+        bad = [c for c in value if not _FOLDER_NAME.fullmatch(c) or c in (".", "..") or c.startswith(".")]
+        if bad:
+            raise ValueError(f"class entries must be plain folder names, not {bad!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("class folders are listed more than once")
+        return value
+
+
 class DatasetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     n_clusters: int | None = Field(default=None, ge=2, description="Number of clusters K.")
     seed: int = Field(default=0, description="Seed of every random step; recorded with the results.")
+    resize: int | None = Field(
+        default=None,
+        ge=32,
+        le=4096,
+        description="Short side in pixels before the model's centre crop (None: the crop size, 224 for "
+        "ViT-B-32). The TAC authors use 256 for the ImageNet family.",
+    )
+    images: ImageSourceSettings | None = Field(
+        default=None, description="Images kept outside the drop folder (None: the drop's own files)."
+    )
     tac: TacOverrides = Field(default_factory=TacOverrides)
 
 
@@ -79,7 +149,9 @@ def load_dataset_settings(drop_dir: str | Path) -> DatasetSettings:
             field = ".".join(str(part) for part in error["loc"])
             if error["type"] == "extra_forbidden":
                 allowed = sorted(DatasetSettings.model_fields) + [
-                    f"tac.{k}" for k in TacOverrides.model_fields
+                    f"{section}.{k}"
+                    for section, model in (("images", ImageSourceSettings), ("tac", TacOverrides))
+                    for k in model.model_fields
                 ]
                 problems.append(f"unknown field '{field}' (allowed: {', '.join(allowed)})")
             else:

@@ -8,6 +8,7 @@ from tac_pipeline.assets.embeddings import build_embedding_assets
 from tac_pipeline.assets.results import cluster_labels, metrics
 from tac_pipeline.assets.text import counterparts, semantic_centers, text_space
 from tac_pipeline.assets.training import knn_graphs, trained_heads
+from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY
 
 ASSET_NAMES = (
     "image_embeddings",
@@ -25,9 +26,12 @@ NOUN_ASSET = "wordnet_noun_embeddings"
 DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 
 
-def build_assets(encoder_identity: str, embed_shards: int = 1) -> list[AssetsDefinition]:
-    """The nine assets; ``embed_shards`` > 1 computes ``image_embeddings`` in that many parallel steps."""
-    image_embeddings, noun_embeddings = build_embedding_assets(encoder_identity)
+def build_assets(
+    encoder_identity: str, embed_shards: int = 1, noun_vocabulary: str = DEFAULT_VOCABULARY
+) -> list[AssetsDefinition]:
+    """The nine assets; ``embed_shards`` > 1 computes ``image_embeddings`` in that many parallel steps;
+    ``noun_vocabulary`` is the WordNet list the shared noun embeddings hold (``lemmas`` or ``synsets``)."""
+    image_embeddings, noun_embeddings = build_embedding_assets(encoder_identity, noun_vocabulary)
     if embed_shards > 1:
         from tac_pipeline.assets.sharded import build_sharded_image_embeddings
 

@@ -86,10 +86,12 @@ def previous_output(
     *,
     code_version: str | None = None,
     asset_key: AssetKey | str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> pa.Table | None:
     """This asset's last stored table for the partition being computed, or None.
 
-    With ``code_version``, only a materialization made by that code version counts (e.g. the same encoder).
+    With ``code_version``, only a materialization made by that code version counts (e.g. the same encoder);
+    with ``metadata``, only one whose metadata holds those text values (e.g. the same preprocessing).
     ``asset_key`` names the asset when the caller is an op inside a graph-backed asset (an embedding shard).
     Read through the path the IO manager recorded, so the store layout has one owner.
     """
@@ -102,6 +104,9 @@ def previous_output(
     materialization = records[0].asset_materialization
     if code_version is not None and (materialization.tags or {}).get("dagster/code_version") != code_version:
         return None
+    for name, wanted in (metadata or {}).items():
+        if getattr(materialization.metadata.get(name), "value", None) != wanted:
+            return None
     entry = materialization.metadata.get("path") or materialization.metadata.get("dagster/uri")
     path = getattr(entry, "value", None)
     if not path or not os.path.exists(path):

@@ -19,6 +19,7 @@ from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
+from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix, embedding_array
@@ -32,10 +33,16 @@ def embedding_code_version(encoder_identity: str) -> str:
     return f"{CODE_VERSION}+{encoder_identity}"
 
 
+def noun_code_version(encoder_identity: str, vocabulary: str = DEFAULT_VOCABULARY) -> str:
+    """The code version of ``wordnet_noun_embeddings``: the encoder and the noun vocabulary it embeds."""
+    return f"{embedding_code_version(encoder_identity)}+nouns-{check_vocabulary(vocabulary)}"
+
+
 class NounEmbeddingsConfig(Config):
     max_nouns: int | None = Field(
         default=None,
-        description="Embed only the first N WordNet nouns (quick smoke runs). None: all 82,115 (the spec).",
+        description="Embed only the first N rows of the noun vocabulary (quick smoke runs). None: all of "
+        "them (146,347 WordNet 3.0 lemmas with the default vocabulary).",
     )
 
 
@@ -142,10 +149,13 @@ def embed_part(
     clip_encoder: ClipEncoderResource,
     compute_device: ComputeDeviceResource,
     log,
+    resize: int | None = None,
 ) -> EmbeddedPart:
     """Embed ``records[positions]``, reusing the previous table's row of every unchanged file.
 
     Only new or changed files go through CLIP; the model is not even loaded when nothing changed.
+    ``resize``: the drop's short side before the centre crop (None: the model's own). ``previous`` must come
+    from the same encoder and resize (:func:`previous_embeddings`).
     """
     from tac_pipeline.encoders import encode_drop
 
@@ -175,7 +185,11 @@ def embed_part(
         with compute_device.acquire(log) as device:
             encoder = clip_encoder.build(device)
             encoded = encode_drop(
-                encoder, [part[i] for i in plan.encode], num_workers=clip_encoder.num_workers, logger=log
+                encoder,
+                [part[i] for i in plan.encode],
+                num_workers=clip_encoder.num_workers,
+                logger=log,
+                resize=resize,
             )
         for j, index in enumerate(encoded.indices):
             rows[positions[plan.encode[int(index)]]] = (encoded.content_hashes[j], encoded.embeddings[j])
@@ -196,6 +210,25 @@ def embed_part(
         seconds=seconds,
         worker=_worker_name(),
     )
+
+
+def resize_label(resize: int | None) -> str:
+    """How the drop's images are resized before the crop, as recorded in the metadata (``preprocess``)."""
+    return "model default" if resize is None else f"short side {resize}"
+
+
+def previous_embeddings(
+    context, encoder_identity: str, resize: int | None, asset_key=None
+) -> pa.Table | None:
+    """The previous ``image_embeddings`` of this partition when the same encoder and resize made it: only
+    those rows may be reused (another resize gives other pixels, so every image is encoded again)."""
+    previous = previous_output(
+        context,
+        code_version=embedding_code_version(encoder_identity),
+        asset_key=asset_key,
+        metadata={"preprocess": resize_label(resize)},
+    )
+    return previous
 
 
 def removed_count(previous: pa.Table | None, kept_hashes: Sequence[str]) -> int:
@@ -229,7 +262,7 @@ def assemble_image_table(
     matrix = np.concatenate([part.embeddings for part in parts if len(part.positions)])[order]
     table = image_table(
         [records[i].image_id for i in kept],
-        [records[i].path.relative_to(drop).as_posix() for i in kept],
+        [records[i].path.relative_to(listing.root).as_posix() for i in kept],
         [hashes[i] for i in order],
         [records[i].label for i in kept],
         [records[i].split for i in kept],
@@ -266,8 +299,11 @@ def byo_table(drop: Path) -> tuple[pa.Table, dict] | None:
     }
 
 
-def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
-    """The two embedding assets, versioned by the encoder so that changing it makes them stale."""
+def build_embedding_assets(
+    encoder_identity: str, noun_vocabulary: str = DEFAULT_VOCABULARY
+) -> list[AssetsDefinition]:
+    """The two embedding assets, versioned by the encoder (and the nouns by their vocabulary) so that
+    changing either makes them stale."""
 
     @dataset_asset(
         "embeddings",
@@ -288,11 +324,10 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
         if own is not None:
             return MaterializeResult(value=own[0], metadata=own[1], check_results=[embeddings_check(own[0])])
 
-        from tac_pipeline.encoders import discover_images
-
-        listing = discover_images(drop)
+        settings = tac_data.settings(context.partition_key)
+        listing = tac_data.list_images(context.partition_key, settings)
         manifest = drop_manifest(drop)
-        previous = previous_output(context, code_version=embedding_code_version(encoder_identity))
+        previous = previous_embeddings(context, encoder_identity, settings.resize)
         part = embed_part(
             listing.records,
             range(len(listing.records)),
@@ -300,19 +335,26 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
             clip_encoder=clip_encoder,
             compute_device=compute_device,
             log=context.log,
+            resize=settings.resize,
         )
         table, metadata = assemble_image_table(drop, listing, [part], previous)
         return MaterializeResult(
             value=table,
-            metadata={**metadata, "model": clip_encoder.identity(), "drop_digest": manifest.digest},
+            metadata={
+                **metadata,
+                "model": clip_encoder.identity(),
+                "preprocess": resize_label(settings.resize),
+                "drop_digest": manifest.digest,
+            },
             check_results=[embeddings_check(table)],
         )
 
     @asset(
         group_name="embeddings",
-        code_version=embedding_code_version(encoder_identity),
+        code_version=noun_code_version(encoder_identity, noun_vocabulary),
         op_tags={GPU_TAG: "true"},
-        description="Every WordNet 3.0 noun embedded by the same CLIP with the 7-template prompt ensemble.",
+        description=f"The WordNet 3.0 noun vocabulary '{noun_vocabulary}' embedded by the same CLIP with the "
+        "7-template prompt ensemble.",
         check_specs=[embeddings_check_spec("wordnet_noun_embeddings")],
     )
     def wordnet_noun_embeddings(
@@ -325,10 +367,10 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
         from tac_pipeline.encoders import NOUN_TEMPLATES
         from tac_pipeline.encoders.wordnet import load_noun_vocabulary
 
-        vocabulary = load_noun_vocabulary(tac_data.root, logger=context.log)
+        vocabulary = load_noun_vocabulary(tac_data.root, noun_vocabulary, logger=context.log)
         if config.max_nouns is not None:
             vocabulary = vocabulary.iloc[: config.max_nouns]
-        # 82,115 synsets share 67,893 texts: embed each text once and spread it back.
+        # 146,347 lemmas are 119,034 distinct words: embed each word once and copy it to its rows (exact).
         texts, inverse = np.unique(vocabulary["noun"].to_numpy(dtype=object), return_inverse=True)
         start = time.perf_counter()
         with compute_device.acquire(context.log) as device:
@@ -344,6 +386,7 @@ def build_embedding_assets(encoder_identity: str) -> list[AssetsDefinition]:
             }
         )
         metadata = {
+            "vocabulary": noun_vocabulary,
             "nouns": table.num_rows,
             "distinct_texts": len(texts),
             "templates": MetadataValue.md("\n".join(f"- `{t}`" for t in NOUN_TEMPLATES)),

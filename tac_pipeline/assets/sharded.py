@@ -38,7 +38,6 @@ from dagster import (
 from pydantic import Field
 from upath import UPath
 
-from tac_pipeline.assets.common import previous_output
 from tac_pipeline.assets.embeddings import (
     TAC_PART_KEY,
     EmbeddedPart,
@@ -46,6 +45,8 @@ from tac_pipeline.assets.embeddings import (
     byo_table,
     embed_part,
     embedding_code_version,
+    previous_embeddings,
+    resize_label,
 )
 from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
@@ -68,6 +69,7 @@ class ShardPlan:
     listing: DropListing | None  # None: the drop brings its own embeddings.parquet
     slices: list[tuple[int, int]]
     drop_digest: str | None
+    resize: int | None = None  # the drop's short side before the crop (None: the model's own)
 
     def to_table(self) -> pa.Table:
         """The listing as Arrow rows (paths as raw bytes: any file name survives) plus a JSON summary."""
@@ -84,9 +86,11 @@ class ShardPlan:
             "drop": os.fsencode(self.drop).hex(),
             "slices": self.slices,
             "drop_digest": self.drop_digest,
+            "resize": self.resize,
             "listing": None
             if self.listing is None
             else {
+                "root": os.fsencode(self.listing.root).hex(),
                 "has_labels": self.listing.has_labels,
                 "has_splits": self.listing.has_splits,
                 "label_names": self.listing.label_names,
@@ -115,9 +119,16 @@ class ShardPlan:
             ]
             attributes = summary["listing"]
             attributes["skipped"] = [tuple(item) for item in attributes["skipped"]]
-            listing = DropListing(root=drop, records=records, **attributes)
+            root = Path(os.fsdecode(bytes.fromhex(attributes.pop("root"))))
+            listing = DropListing(root=root, records=records, **attributes)
         slices = [tuple(pair) for pair in summary["slices"]]
-        return cls(drop=drop, listing=listing, slices=slices, drop_digest=summary["drop_digest"])
+        return cls(
+            drop=drop,
+            listing=listing,
+            slices=slices,
+            drop_digest=summary["drop_digest"],
+            resize=summary.get("resize"),
+        )
 
 
 _HANDOFF_TYPES = {TAC_PLAN_KEY: ShardPlan, TAC_PART_KEY: EmbeddedPart}
@@ -190,14 +201,19 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         drop = tac_data.drop_dir(context.partition_key)
         if byo_table(drop) is not None:
             return ShardPlan(drop=drop, listing=None, slices=[(0, 0)] * n_shards, drop_digest=None)
-        from tac_pipeline.encoders import discover_images
-
-        listing = discover_images(drop)
+        settings = tac_data.settings(context.partition_key)
+        listing = tac_data.list_images(context.partition_key, settings)
         slices = shard_slices(len(listing.records), n_shards)
         context.log.info(
             f"{len(listing.records)} images in {n_shards} shards of {slices[0][1] - slices[0][0]}"
         )
-        return ShardPlan(drop=drop, listing=listing, slices=slices, drop_digest=drop_manifest(drop).digest)
+        return ShardPlan(
+            drop=drop,
+            listing=listing,
+            slices=slices,
+            drop_digest=drop_manifest(drop).digest,
+            resize=settings.resize,
+        )
 
     def shard_op(index: int):
         @op(
@@ -216,7 +232,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
             records = plan.listing.records if plan.listing is not None else []
             previous = None
             if stop > start:
-                previous = previous_output(context, code_version=version, asset_key="image_embeddings")
+                previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")
             part = embed_part(
                 records,
                 range(start, stop),
@@ -224,6 +240,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
                 clip_encoder=clip_encoder,
                 compute_device=compute_device,
                 log=context.log,
+                resize=plan.resize,
             )
             context.add_output_metadata(
                 {
@@ -250,11 +267,12 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         if own is not None:
             table, metadata = own
         else:
-            previous = previous_output(context, code_version=version, asset_key="image_embeddings")
+            previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")
             table, metadata = assemble_image_table(plan.drop, plan.listing, parts, previous)
             metadata = {
                 **metadata,
                 "model": clip_encoder.identity(),
+                "preprocess": resize_label(plan.resize),
                 "drop_digest": plan.drop_digest,
                 "shards": MetadataValue.md(_shards_markdown(parts)),
                 "shard_workers": MetadataValue.json([p.worker for p in parts]),

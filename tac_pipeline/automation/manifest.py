@@ -31,11 +31,39 @@ class DropManifest:
 
 
 def drop_manifest(drop_dir: str | os.PathLike[str]) -> DropManifest:
-    """Walk ``drop_dir`` (hidden entries skipped, symlinks not followed) and summarise it."""
+    """Walk ``drop_dir`` (hidden entries skipped, symlinks not followed) and summarise it.
+
+    A drop whose ``dataset.toml`` keeps its images elsewhere (``[images]``) also covers those folders, listed
+    as ``@images/<folder>/…``; a ``dataset.toml`` that does not parse covers the drop alone (the run that it
+    triggers reports the error).
+    """
+    from tac_pipeline.settings import DatasetSettingsError, load_dataset_settings
+
     root = Path(drop_dir)
     entries: list[tuple[str, int, int]] = []
-    newest = root.stat().st_mtime if root.exists() else 0.0
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    newest = _walk_into(root, root, "", entries, root.stat().st_mtime if root.exists() else 0.0)
+    try:
+        source = load_dataset_settings(root).images if root.is_dir() else None
+    except DatasetSettingsError:
+        source = None
+    if source is not None:
+        image_root = Path(source.root)
+        for folder in (source.splits or {"": ""}).values():
+            base = image_root / folder if folder else image_root
+            for name in source.classes or [""]:
+                newest = _walk_into(base / name if name else base, image_root, "@images/", entries, newest)
+    entries.sort()
+    hasher = hashlib.sha256()
+    for relative, size, mtime_ns in entries:
+        hasher.update(os.fsencode(relative) + b"\0" + f"{size}:{mtime_ns}".encode() + b"\n")
+    return DropManifest(entries=tuple(entries), digest=hasher.hexdigest(), newest_mtime=newest)
+
+
+def _walk_into(
+    top: Path, root: Path, prefix: str, entries: list[tuple[str, int, int]], newest: float
+) -> float:
+    """Add ``(prefix + path relative to root, size, mtime_ns)`` for every file under ``top``; the newest mtime."""
+    for folder, dirs, files in os.walk(top, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         folder_path = Path(folder)
         newest = max(newest, folder_path.stat().st_mtime)  # a new or deleted file touches its folder
@@ -48,11 +76,7 @@ def drop_manifest(drop_dir: str | os.PathLike[str]) -> DropManifest:
             except FileNotFoundError:  # deleted between listing and stat: it is changing, count it so
                 newest = time.time()
                 continue
-            relative = path.relative_to(root).as_posix()
+            relative = prefix + path.relative_to(root).as_posix()
             entries.append((relative, stat.st_size, stat.st_mtime_ns))
             newest = max(newest, stat.st_mtime)
-    entries.sort()
-    hasher = hashlib.sha256()
-    for relative, size, mtime_ns in entries:
-        hasher.update(os.fsencode(relative) + b"\0" + f"{size}:{mtime_ns}".encode() + b"\n")
-    return DropManifest(entries=tuple(entries), digest=hasher.hexdigest(), newest_mtime=newest)
+    return newest

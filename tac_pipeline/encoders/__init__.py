@@ -1,5 +1,5 @@
 """Encoders: open_clip images and nouns (and the offline smoke model ``tac-tiny``), the image reader for drops,
-and the WordNet vocabulary (:mod:`tac_pipeline.encoders.wordnet`).
+and the WordNet vocabulary (:mod:`tac_pipeline.encoders.wordnet`, whose ``load_noun_vocabulary`` is re-exported).
 
 Nothing here knows about Dagster. The image-reading names are imported eagerly (Pillow and numpy only); the
 CLIP names (``ClipEncoder``, ``EncoderUnavailableError``, ``NOUN_TEMPLATES``, ``TINY_MODEL_NAME``,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
         EncoderUnavailableError,
         register_model_configs,
     )
+    from .wordnet import load_noun_vocabulary
 
 __all__ = [
     *_images.__all__,
@@ -32,19 +33,33 @@ __all__ = [
     "ClipEncoder",
     "EncoderUnavailableError",
     "register_model_configs",
+    "load_noun_vocabulary",
 ]
-_LAZY_FROM_CLIP = frozenset(__all__[len(_images.__all__) :])
+#: Names loaded on first access, by the module that defines them.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "NOUN_TEMPLATES",
+            "TINY_MODEL_NAME",
+            "ClipEncoder",
+            "EncoderUnavailableError",
+            "register_model_configs",
+        ),
+        "clip",
+    ),
+    "load_noun_vocabulary": "wordnet",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_FROM_CLIP:
-        from . import clip
+    if name in _LAZY:
+        import importlib
 
-        value = getattr(clip, name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY_FROM_CLIP)
+    return sorted(set(globals()) | set(_LAZY))

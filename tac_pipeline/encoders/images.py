@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import io
 import logging
@@ -122,64 +123,90 @@ def _is_inside(target: str, root: str) -> bool:
         return False
 
 
-def discover_images(drop_dir: str | os.PathLike[str]) -> DropListing:
+def _walk(
+    folder: Path,
+    rel: tuple[str, ...],
+    ancestors: frozenset[str],
+    root_real: str,
+    found: list[tuple[tuple[str, ...], Path]],
+    skipped: list[tuple[str, str]],
+) -> None:
+    """Collect the image files under ``folder`` (sorted, hidden entries skipped); follow a symlink only when
+    its target lies inside ``root_real``; ``rel`` is the id prefix of ``folder``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+    except OSError as exc:
+        skipped.append(("/".join(rel) or ".", f"unreadable folder: {exc.strerror or exc}"))
+        return
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        rel_entry = (*rel, _id_component(name))
+        shown = "/".join(rel_entry)
+        path = Path(entry.path)
+        try:
+            if entry.is_symlink():
+                target = os.path.realpath(path)
+                if not _is_inside(target, root_real):
+                    skipped.append((shown, "symlink pointing outside the drop: not followed"))
+                    continue
+                if not os.path.exists(target):
+                    skipped.append((shown, "broken symlink"))
+                    continue
+            is_dir = entry.is_dir(follow_symlinks=True)
+            is_file = not is_dir and entry.is_file(follow_symlinks=True)
+        except OSError as exc:
+            skipped.append((shown, f"unreadable entry: {exc.strerror or exc}"))
+            continue
+        if is_dir:
+            real = os.path.realpath(path)
+            if real in ancestors:
+                skipped.append((shown, "symlink loop: not followed"))
+                continue
+            _walk(path, rel_entry, ancestors | {real}, root_real, found, skipped)
+        elif is_file and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            found.append((rel_entry, path))
+
+
+def discover_images(
+    drop_dir: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    splits: dict[str, str] | None = None,
+    classes: Sequence[str] | None = None,
+) -> DropListing:
     """List the images of a drop folder in a deterministic order (sorted by image_id).
 
     Layouts: ``drop/*.png`` (flat), ``drop/<class>/**/*.png`` (label = first folder), and
     ``drop/train|test/<class>/**/*.png`` (split and label). Extensions (case-insensitive): see
     :data:`IMAGE_EXTENSIONS`. Hidden entries (names starting with ``.``) and other extensions are skipped
     silently. Symlinks are followed only when their resolved target lies inside the drop.
+
+    With ``image_root`` (a drop's ``[images]`` setting) the images come from that folder instead:
+    ``image_root/<splits[split]>/<class>/**`` for each split (ids ``<split>/<class>/…``), or
+    ``image_root/<class>/**`` without ``splits``; only the ``classes`` named (default: every class folder).
     """
+    if image_root is not None:
+        return _discover_outside(Path(image_root), splits, classes)
     root = Path(drop_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"drop folder not found or not a folder: {root}")
     root_real = os.path.realpath(root)
     found: list[tuple[tuple[str, ...], Path]] = []
     skipped: list[tuple[str, str]] = []
-
-    def walk(folder: Path, rel: tuple[str, ...], ancestors: frozenset[str]) -> None:
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: os.fsencode(e.name))
-        except OSError as exc:
-            skipped.append(("/".join(rel) or ".", f"unreadable folder: {exc.strerror or exc}"))
-            return
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            rel_entry = (*rel, _id_component(name))
-            shown = "/".join(rel_entry)
-            path = Path(entry.path)
-            try:
-                if entry.is_symlink():
-                    target = os.path.realpath(path)
-                    if not _is_inside(target, root_real):
-                        skipped.append((shown, "symlink pointing outside the drop: not followed"))
-                        continue
-                    if not os.path.exists(target):
-                        skipped.append((shown, "broken symlink"))
-                        continue
-                is_dir = entry.is_dir(follow_symlinks=True)
-                is_file = not is_dir and entry.is_file(follow_symlinks=True)
-            except OSError as exc:
-                skipped.append((shown, f"unreadable entry: {exc.strerror or exc}"))
-                continue
-            if is_dir:
-                real = os.path.realpath(path)
-                if real in ancestors:
-                    skipped.append((shown, "symlink loop: not followed"))
-                    continue
-                walk(path, rel_entry, ancestors | {real})
-            elif is_file and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append((rel_entry, path))
-
-    walk(root, (), frozenset({root_real}))
-
+    _walk(root, (), frozenset({root_real}), root_real, found, skipped)
     top_dirs = {rel[0] for rel, _ in found if len(rel) > 1}
     split_dirs = {d for d in top_dirs if d.lower() in SPLIT_NAMES}
     layout = "splits" if split_dirs else ("classes" if top_dirs else "flat")
 
+    return _listing(root, found, skipped, layout)
+
+
+def _listing(
+    root: Path, found: list[tuple[tuple[str, ...], Path]], skipped: list[tuple[str, str]], layout: str
+) -> DropListing:
     records: list[ImageRecord] = []
     seen: set[str] = set()
     for rel, path in found:
@@ -214,6 +241,41 @@ def discover_images(drop_dir: str | os.PathLike[str]) -> DropListing:
         split_names=splits,
         skipped=skipped,
     )
+
+
+def _discover_outside(
+    image_root: Path, splits: dict[str, str] | None, classes: Sequence[str] | None
+) -> DropListing:
+    """The images of a drop kept under ``image_root`` (see :func:`discover_images`)."""
+    if not image_root.is_dir():
+        raise NotADirectoryError(
+            f"dataset.toml: images.root {image_root} is not a folder: point it at the folder holding the images"
+        )
+    root_real = os.path.realpath(image_root)
+    found: list[tuple[tuple[str, ...], Path]] = []
+    skipped: list[tuple[str, str]] = []
+    for split, folder in (splits or {None: None}).items():
+        base = image_root / folder if folder else image_root
+        if not base.is_dir():
+            raise NotADirectoryError(
+                f"dataset.toml: images.splits.{split} = {folder!r}, but {base} is not a folder"
+            )
+        present = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        wanted = list(classes) if classes is not None else present
+        missing = sorted(set(wanted) - set(present))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise FileNotFoundError(
+                f"dataset.toml: images.classes names {len(missing)} folder(s) missing from {base}: {shown}"
+            )
+        for name in sorted(wanted):
+            prefix = (split, name) if split else (name,)
+            folder_real = os.path.realpath(base / name)
+            if not _is_inside(folder_real, root_real):
+                skipped.append(("/".join(prefix), "symlink pointing outside images.root: not followed"))
+                continue
+            _walk(base / name, prefix, frozenset({root_real, folder_real}), root_real, found, skipped)
+    return _listing(image_root, found, skipped, "splits" if splits else "classes")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -366,8 +428,11 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """CLIP's eval transform as plain data: resize the short side to ``size`` (bicubic), centre-crop
-    ``size``×``size``, RGB, then ``(x/255 - mean)/std``.
+    """CLIP's eval transform as plain data: resize the short side to ``resize`` (bicubic; default ``size``),
+    centre-crop ``size``×``size``, RGB, then ``(x/255 - mean)/std``.
+
+    ``resize`` is a dataset's choice (the TAC authors resize ImageNet images to 256 before the 224 crop):
+    :meth:`with_resize` returns the spec with it.
 
     The geometric part (:meth:`to_uint8_chw`) is pure Pillow and bit-identical to torchvision's
     ``Resize(size) → CenterCrop(size)`` on PIL images; workers run it and ship uint8 (4× less than float32).
@@ -378,17 +443,31 @@ class PreprocessSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
+    resize: int | None = None
 
     #: Above this many pixels in the resized (pre-crop) image (aspect ratios beyond ~330:1 at 224 px), only the
     #: crop window is resampled (PIL's ``box``), so a 1×50,000 strip does not become a 224×11,200,000
     #: intermediate. Same filter, but PIL's vertical offsets round differently: a few grey levels apart.
     BOX_RESIZE_MAX_PIXELS = 1 << 24
 
+    @property
+    def resize_to(self) -> int:
+        """The short side before the crop."""
+        return self.resize or self.size
+
+    def with_resize(self, resize: int | None) -> PreprocessSpec:
+        """This spec resizing the short side to ``resize`` (None: the crop size) before the centre crop."""
+        if resize is not None and (not isinstance(resize, int) or resize < self.size):
+            raise ValueError(
+                f"resize must be a whole number of pixels >= the crop size {self.size}, not {resize!r}"
+            )
+        return dataclasses.replace(self, resize=None if resize == self.size else resize)
+
     def geometric(self, img: Image.Image) -> Image.Image:
-        size = self.size
+        size, short_side = self.size, self.resize_to
         width, height = img.size
         short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = size, int(size * long / short)
+        new_short, new_long = short_side, int(short_side * long / short)
         new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
         top = int(round((new_h - size) / 2.0))
         left = int(round((new_w - size) / 2.0))
@@ -439,7 +518,8 @@ class PreprocessSpec:
         )
         if not isinstance(size, int) or getattr(resize, "max_size", None) is not None:
             return None
-        if tuple(crop.size) != (size, size):
+        crop_size = tuple(crop.size)
+        if len(crop_size) != 2 or crop_size[0] != crop_size[1] or crop_size[0] > size:
             return None
         modes = {T.InterpolationMode.BICUBIC: "bicubic", T.InterpolationMode.BILINEAR: "bilinear"}
         if resize.interpolation not in modes:
@@ -451,7 +531,13 @@ class PreprocessSpec:
             return None
         mean = tuple(float(v) for v in np.broadcast_to(np.asarray(normalize.mean, dtype=float), (3,)))
         std = tuple(float(v) for v in np.broadcast_to(np.asarray(normalize.std, dtype=float), (3,)))
-        return cls(size=size, mean=mean, std=std, interpolation=modes[resize.interpolation])  # type: ignore[arg-type]
+        return cls(
+            size=crop_size[0],
+            mean=mean,  # type: ignore[arg-type]
+            std=std,  # type: ignore[arg-type]
+            interpolation=modes[resize.interpolation],
+            resize=None if size == crop_size[0] else size,
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -914,11 +1000,13 @@ def encode_drop(
     progress_every: float = 10.0,
     max_image_pixels: int | None = None,
     start_method: str | None = None,
+    resize: int | None = None,
 ) -> EncodedImages:
     """Decode (worker processes) and embed (``encoder``) a drop, overlapping the two.
 
     Workers keep decoding ahead while the encoder embeds the batch that arrived; uint8 pixels are normalised
     on the encoder's device. Returns L2-normalised float32 embeddings, one row per decodable image.
+    ``resize``: the short side before the centre crop (default: the model's own, its crop size).
     """
     listing_skipped: list[tuple[str, str]] = []
     if isinstance(records, DropListing):
@@ -926,6 +1014,13 @@ def encode_drop(
         records = records.records
     records = list(records)
     spec = PreprocessSpec.from_transform(encoder.preprocess)
+    if resize is not None:
+        if spec is None:
+            raise ValueError(
+                f"resize = {resize} needs CLIP's standard eval transform (Resize, CenterCrop, Normalize), but "
+                f"{encoder.model_name}'s preprocessing is another one: remove 'resize' from dataset.toml"
+            )
+        spec = spec.with_resize(resize)
     reader = read_images(
         records,
         spec if spec is not None else encoder.preprocess,

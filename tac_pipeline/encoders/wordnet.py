@@ -1,7 +1,11 @@
-"""The WordNet noun vocabulary of TAC_SPEC §2, loaded through nltk, with an offline fallback.
+"""The WordNet noun vocabulary (docs/METHOD.md, nouns), loaded through nltk, with an offline fallback.
 
-One row per WordNet 3.0 noun synset: ``noun`` (its first lemma, ``_`` read as a space), ``synset``
-(e.g. ``dog.n.01``) and ``gloss``; 82,115 rows, 67,893 distinct noun texts.
+Two vocabularies, each a DataFrame with columns ``noun``, ``synset`` (e.g. ``dog.n.01``) and ``gloss``:
+
+- ``lemmas`` (the default; the list the TAC authors embed, their ``WordNetNouns.csv``): every lemma of every
+  WordNet 3.0 noun synset, in ``data.noun`` order, written as WordNet writes it (``physical_entity``,
+  ``French_leave``), duplicates kept (``cat`` 7 times): 146,347 rows, 119,034 distinct words.
+- ``synsets``: one row per synset, its first lemma with ``_`` read as a space: 82,115 rows, 67,893 distinct.
 
 Sources, tried in order:
 
@@ -36,8 +40,13 @@ from tac_pipeline.paths import cache_dir, data_root
 
 log = logging.getLogger(__name__)
 
-#: Number of noun synsets in WordNet 3.0 (TAC_SPEC §2).
-WORDNET_30_NOUN_SYNSETS = 82_115
+#: The noun vocabularies (see the module docstring); the first is the default.
+VOCABULARIES: tuple[str, ...] = ("lemmas", "synsets")
+DEFAULT_VOCABULARY = VOCABULARIES[0]
+#: The environment variable that chooses the vocabulary of the shared noun embeddings.
+VOCABULARY_ENV = "TAC_NOUN_VOCABULARY"
+#: Rows of each vocabulary for WordNet 3.0.
+WORDNET_30_ROWS = {"lemmas": 146_347, "synsets": 82_115}
 
 #: The 45 lexicographer files of WordNet 3.0, numbered by position (lexnames(5WN)). nltk's reader needs
 #: them as a ``lexnames`` file, which the Debian packages do not ship.
@@ -56,12 +65,29 @@ _SYNTACTIC_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 #: Files of the system database nltk's reader opens (``index.sense`` comes from wordnet-sense-index).
 _REQUIRED_DB_FILES = ("data.noun", "index.noun", "index.sense", "noun.exc")
 
-CACHE_FILE = "wordnet_nouns.parquet"
+#: The cache holds the ``lemmas`` list; ``synsets`` is derived from it (each synset's first row).
+CACHE_FILE = "wordnet_noun_lemmas.parquet"
 VOCABULARY_COLUMNS = ("noun", "synset", "gloss")
 
 
 class WordNetUnavailableError(RuntimeError):
     """No source of WordNet worked; the message names every remedy."""
+
+
+def check_vocabulary(vocabulary: str, source: str = "vocabulary") -> str:
+    """``vocabulary`` if it names one of :data:`VOCABULARIES`, else a ValueError naming the choices."""
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(
+            f"{source}: unknown noun vocabulary {vocabulary!r}; choose one of {', '.join(VOCABULARIES)} "
+            f"(default {DEFAULT_VOCABULARY}, the TAC authors' list)"
+        )
+    return vocabulary
+
+
+def vocabulary_from_env(env=None) -> str:
+    """The noun vocabulary chosen by ``$TAC_NOUN_VOCABULARY`` (default :data:`DEFAULT_VOCABULARY`)."""
+    env = os.environ if env is None else env
+    return check_vocabulary(env.get(VOCABULARY_ENV) or DEFAULT_VOCABULARY, f"${VOCABULARY_ENV}")
 
 
 def lexnames_text() -> str:
@@ -83,6 +109,7 @@ def system_wordnet_dirs() -> list[Path]:
 
 def load_noun_vocabulary(
     data_dir: str | os.PathLike[str] | None = None,
+    vocabulary: str = DEFAULT_VOCABULARY,
     *,
     nltk_paths: Sequence[str | os.PathLike[str]] | None = None,
     system_dirs: Sequence[str | os.PathLike[str]] | None = None,
@@ -91,12 +118,14 @@ def load_noun_vocabulary(
     use_cache: bool = True,
     logger: logging.Logger | None = None,
 ) -> pd.DataFrame:
-    """Return the WordNet noun vocabulary as a DataFrame with columns ``noun``, ``synset``, ``gloss``.
+    """Return a WordNet noun vocabulary as a DataFrame with columns ``noun``, ``synset``, ``gloss``.
 
     Parameters
     ----------
     data_dir : the data root (default ``$TAC_DATA_DIR`` or ``./data``); the cache and any built corpus live
         under it.
+    vocabulary : ``"lemmas"`` (default: every lemma of every noun synset, as the TAC authors embed them) or
+        ``"synsets"`` (one row per synset, first lemma, ``_`` as a space).
     nltk_paths : folders searched for nltk's ``corpora/wordnet`` (default: nltk's own search path).
         ``<data root>/nltk_data`` is always searched too.
     system_dirs : folders searched for a system WordNet database (default :func:`system_wordnet_dirs`).
@@ -106,9 +135,31 @@ def load_noun_vocabulary(
 
     Returns
     -------
-    DataFrame of shape (82,115, 3) for WordNet 3.0, in nltk's synset order (by offset in ``data.noun``).
+    DataFrame in ``data.noun`` order (synsets by offset, each synset's lemmas as listed): shape (146,347, 3)
+    for ``lemmas`` and (82,115, 3) for ``synsets`` with WordNet 3.0.
     """
     logger = logger or log
+    check_vocabulary(vocabulary)
+    lemmas = _load_lemmas(
+        data_dir,
+        nltk_paths=nltk_paths,
+        system_dirs=system_dirs,
+        download=download,
+        download_timeout=download_timeout,
+        use_cache=use_cache,
+        logger=logger,
+    )
+    return lemmas if vocabulary == "lemmas" else synset_vocabulary(lemmas)
+
+
+def synset_vocabulary(lemmas: pd.DataFrame) -> pd.DataFrame:
+    """One row per synset from the ``lemmas`` list: its first lemma, ``_`` read as a space."""
+    first = lemmas.drop_duplicates("synset", keep="first").reset_index(drop=True)
+    first["noun"] = first["noun"].str.replace("_", " ", regex=False)
+    return first
+
+
+def _load_lemmas(data_dir, *, nltk_paths, system_dirs, download, download_timeout, use_cache, logger):
     cache = cache_dir(data_dir) / CACHE_FILE
     if use_cache and cache.is_file():
         try:
@@ -126,17 +177,19 @@ def load_noun_vocabulary(
         download_timeout=download_timeout,
         logger=logger,
     )
+    # all_synsets reads data.noun line by line (offset order); lemma names come as the file writes them.
     rows = [
-        (synset.lemmas()[0].name().replace("_", " "), synset.name(), synset.definition())
+        (lemma.name(), synset.name(), synset.definition())
         for synset in reader.all_synsets("n")
+        for lemma in synset.lemmas()
     ]
     frame = pd.DataFrame(rows, columns=list(VOCABULARY_COLUMNS))
-    if len(frame) != WORDNET_30_NOUN_SYNSETS:
+    if len(frame) != WORDNET_30_ROWS["lemmas"]:
         logger.warning(
-            "WordNet from %s has %d noun synsets, not the %d of WordNet 3.0 that TAC's figures use.",
-            source, len(frame), WORDNET_30_NOUN_SYNSETS,
+            "WordNet from %s has %d noun lemmas, not the %d of WordNet 3.0 that TAC's figures use.",
+            source, len(frame), WORDNET_30_ROWS["lemmas"],
         )  # fmt: skip
-    logger.info("Loaded %d WordNet nouns from %s.", len(frame), source)
+    logger.info("Loaded %d WordNet noun lemmas from %s.", len(frame), source)
     if use_cache:
         _write_parquet_atomically(frame, cache, metadata={"source": source})
     return frame

@@ -30,3 +30,15 @@ class TacDataResource(ConfigurableResource):
 
     def settings(self, dataset: str) -> DatasetSettings:
         return load_dataset_settings(self.drop_dir(dataset))
+
+    def list_images(self, dataset: str, settings: DatasetSettings | None = None):
+        """The drop's images (a ``DropListing``): its own files, or those its ``[images]`` setting names."""
+        from tac_pipeline.encoders import discover_images
+
+        settings = settings or self.settings(dataset)
+        source = settings.images
+        if source is None:
+            return discover_images(self.drop_dir(dataset))
+        return discover_images(
+            self.drop_dir(dataset), image_root=source.root, splits=source.splits, classes=source.classes
+        )

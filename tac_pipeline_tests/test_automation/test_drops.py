@@ -17,7 +17,7 @@ from dagster import (
     instance_for_test,
 )
 
-from tac_pipeline.assets.embeddings import embedding_code_version
+from tac_pipeline.assets.embeddings import noun_code_version
 from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.definitions import build_definitions
@@ -43,7 +43,7 @@ def age(path, seconds: float = 120.0) -> None:
 
 @pytest.fixture
 def automation(data_dir):
-    version = embedding_code_version(tiny_encoder().identity())
+    version = noun_code_version(tiny_encoder().identity())
     defs = build_definitions(data_dir, encoder=tiny_encoder(), device="cpu")
     sensor = build_drops_sensor(data_dir, version, settle_seconds=SETTLE)
     schedule = build_recluster_schedule(data_dir, version, settle_seconds=SETTLE)

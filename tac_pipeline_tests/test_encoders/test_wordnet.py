@@ -77,21 +77,69 @@ def test_lexnames_has_the_45_wordnet_files():
 
 
 @needs_system_db
-def test_fallback_builds_the_full_noun_vocabulary(vocabulary_from_fallback):
+def test_fallback_builds_the_authors_lemma_vocabulary(vocabulary_from_fallback):
     frame, data_dir, calls = vocabulary_from_fallback
     assert calls, "the download must be tried before the system database"
     assert list(frame.columns) == ["noun", "synset", "gloss"]
-    assert len(frame) == 82_115
-    assert frame["synset"].is_unique
-    assert frame["noun"].nunique() == 67_893
-    by_synset = frame.set_index("synset")
-    assert by_synset.loc["dog.n.01", "noun"] == "dog"
-    assert "Canis" in by_synset.loc["dog.n.01", "gloss"]
-    assert by_synset.loc["ice_hockey.n.01", "noun"] == "ice hockey"  # '_' read as a space
+    assert len(frame) == 146_347
+    assert frame["noun"].nunique() == 119_034
+    assert list(frame["noun"][:10]) == [
+        "entity", "physical_entity", "abstraction", "abstract_entity", "thing",
+        "object", "physical_object", "whole", "unit", "congener",
+    ]  # fmt: skip
+    assert (frame["noun"] == "cat").sum() == 7
+    # written as WordNet writes it: capitals and underscores kept
+    assert "French_leave" in set(frame["noun"]) and "Canis_familiaris" in set(frame["noun"])
+    dog = frame[frame["synset"] == "dog.n.01"]
+    assert list(dog["noun"]) == ["dog", "domestic_dog", "Canis_familiaris"]
+    assert "Canis" in dog["gloss"].iloc[0]
+    assert frame["synset"].nunique() == 82_115
     # the built corpus is a real copy with the lexnames file nltk needs
     corpus = data_dir / "nltk_data" / "corpora" / "wordnet"
     assert (corpus / "lexnames").read_text() == lexnames_text()
     assert not (corpus / "data.noun").is_symlink()
+
+
+@needs_system_db
+def test_synsets_vocabulary_is_one_first_lemma_per_synset(vocabulary_from_fallback, tmp_path):
+    frame, data_dir, _ = vocabulary_from_fallback
+    synsets = load_noun_vocabulary(data_dir, "synsets", nltk_paths=[tmp_path], system_dirs=[tmp_path])
+    assert len(synsets) == 82_115 and synsets["synset"].is_unique
+    assert synsets["noun"].nunique() == 67_893
+    by_synset = synsets.set_index("synset")
+    assert by_synset.loc["ice_hockey.n.01", "noun"] == "ice hockey"  # '_' read as a space
+    assert by_synset.loc["dog.n.01", "noun"] == "dog"
+    assert list(synsets["synset"]) == list(frame["synset"].drop_duplicates())
+
+
+@needs_system_db
+def test_nltk_corpus_and_system_database_give_the_same_list(
+    vocabulary_from_fallback, db_copy, tmp_path, offline_download
+):
+    """nltk.download leaves ``corpora/wordnet.zip`` (a ``wordnet/`` folder inside); read that way, the
+    same database gives the very same list as the system-database fallback."""
+    import zipfile
+
+    frame, _, _ = vocabulary_from_fallback
+    nltk_home = tmp_path / "nltk_data"
+    (nltk_home / "corpora").mkdir(parents=True)
+    with zipfile.ZipFile(nltk_home / "corpora" / "wordnet.zip", "w") as archive:
+        for source in sorted(db_copy.iterdir()):
+            archive.write(source, f"wordnet/{source.name}")
+        archive.writestr("wordnet/lexnames", lexnames_text())
+    from_nltk = load_noun_vocabulary(
+        tmp_path / "data", nltk_paths=[nltk_home], system_dirs=[tmp_path / "none"], download=False
+    )
+    assert offline_download == []
+    assert from_nltk.equals(frame)
+
+
+def test_unknown_vocabulary_is_refused_with_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="lemmas, synsets"):
+        load_noun_vocabulary(tmp_path, "words")
+    with pytest.raises(ValueError, match=r"\$TAC_NOUN_VOCABULARY"):
+        wordnet.vocabulary_from_env({"TAC_NOUN_VOCABULARY": "first"})
+    assert wordnet.vocabulary_from_env({}) == "lemmas"
 
 
 @needs_system_db
