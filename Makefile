@@ -7,13 +7,14 @@ STAMP := $(VENV)/.tac-installed
 DATASET ?=
 MODEL ?=
 PRETRAINED ?=
+SOURCE ?=
 # Passed to recipes through the environment and quoted there ("$$DATASET"), never pasted into the shell
 # command line: a name holding quotes or ';' stays one plain argument.
-export DATASET MODEL PRETRAINED
+export DATASET MODEL PRETRAINED SOURCE
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test lint demo cluster ui clean-store
+.PHONY: install test lint demo cluster reproduce ui clean-store
 
 install: $(STAMP)
 
@@ -39,6 +40,10 @@ demo: $(STAMP) $(DAGSTER_HOME)
 cluster: $(STAMP) $(DAGSTER_HOME)
 	@test -n "$$DATASET" || { echo "usage: make cluster DATASET=<folder in data/drops> [MODEL=<open_clip model>]"; exit 2; }
 	$(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
+
+# One of the paper's datasets, prepared, clustered and compared with the paper (no DATASET: the list).
+reproduce: $(STAMP) $(DAGSTER_HOME)
+	$(PY) -m tac_pipeline.cli reproduce $(if $(DATASET),"$$DATASET") $(if $(SOURCE),--source "$$SOURCE") $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 # The Dagster UI, on this machine only.
 ui: $(STAMP) $(DAGSTER_HOME)

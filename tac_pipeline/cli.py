@@ -1,4 +1,4 @@
-"""Command line behind ``make demo`` and ``make cluster``.
+"""Command line behind ``make demo``, ``make cluster`` and ``make reproduce``.
 
 ``cluster`` materializes the asset graph through Dagster's own CLI (``dagster asset materialize``), so every
 run is recorded in ``$DAGSTER_HOME`` and shows in the UI's run history, then prints the metrics table.
@@ -120,16 +120,64 @@ def _check_encoder(model: str | None, pretrained: str | None) -> str | None:
     return None
 
 
+def reproduce(
+    name: str | None,
+    *,
+    source: str | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    max_nouns: int | None = None,
+) -> int:
+    """Prepare a paper dataset as a drop, cluster it and print the measured figures beside the paper's."""
+    from tac_pipeline.reproduce import (
+        SourceError,
+        comparison_markdown,
+        dataset_listing,
+        paper_dataset,
+        prepare_drop,
+    )
+
+    if not name:
+        print(dataset_listing())
+        return 0
+    try:
+        dataset = paper_dataset(name)
+        drop, written = prepare_drop(name, source)
+    except SourceError as exc:
+        print(f"\nmake reproduce: {exc}", file=sys.stderr)
+        return 2
+    what = "already prepared" if written is None else f"{written} images written"
+    print(f"Drop {drop}: {what}; K = {dataset.n_clusters}, resize {dataset.resize}.")
+    try:
+        cluster(dataset.name, model=model, pretrained=pretrained, max_nouns=max_nouns)
+    except ClusterError as exc:
+        print(f"\nclustering failed:\n{exc}", file=sys.stderr)
+        return 1
+    metrics = pq.read_table(store_dir() / "metrics" / f"{dataset.name}.parquet")
+    smoke = (model or os.environ.get("TAC_CLIP_MODEL", "")) == "tac-tiny" or (
+        pretrained or ""
+    ).lower() == "none"
+    banner = "\n*** random weights: these figures say nothing about TAC ***\n" if smoke else ""
+    print(f"{banner}\n{comparison_markdown(dataset, metrics)}\n{banner}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tac_pipeline.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("demo", "write the digits drop and cluster it"),
         ("cluster", "cluster one drop"),
+        ("reproduce", "prepare one of the paper's datasets, cluster it and compare with the paper"),
     ):
         command = sub.add_parser(name, help=help_text)
         if name == "cluster":
             command.add_argument("dataset", help="folder name under data/drops/")
+        if name == "reproduce":
+            command.add_argument("dataset", nargs="?", default=None, help="a paper dataset (none: list them)")
+            command.add_argument(
+                "--source", default=None, help="a folder holding torchvision's files, or an ImageNet root"
+            )
         command.add_argument(
             "--model", default=None, help="open_clip model name (default ViT-B-32; tac-tiny offline)"
         )
@@ -141,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             help="embed only the first N WordNet nouns (smoke runs only)",
         )
     args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        return reproduce(
+            args.dataset,
+            source=args.source,
+            model=args.model,
+            pretrained=args.pretrained,
+            max_nouns=args.max_nouns,
+        )
     try:
         if args.command == "demo":
             target = drop_path("digits")

@@ -148,7 +148,7 @@ def load_dataset_settings(drop_dir: str | Path) -> DatasetSettings:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             if error["type"] == "extra_forbidden":
-                allowed = sorted(DatasetSettings.model_fields) + [
+                allowed = list(DatasetSettings.model_fields) + [
                     f"{section}.{k}"
                     for section, model in (("images", ImageSourceSettings), ("tac", TacOverrides))
                     for k in model.model_fields

@@ -32,10 +32,7 @@ import json
 import logging
 import os
 import re
-import socket
 import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 from PIL import Image
+
+from tac_pipeline.netprobe import reachable
 
 from .images import PreprocessSpec
 
@@ -169,34 +168,6 @@ def _hf_cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def _reachable(url: str, timeout: float) -> tuple[bool, str]:
-    """Can a TCP connection be opened to ``url``'s host (or the proxy for it) within ``timeout`` seconds?
-
-    Runs in a daemon thread so that DNS resolution, which socket timeouts do not bound, is bounded too.
-    """
-    parsed = urllib.parse.urlsplit(url)
-    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(parsed.scheme or "https")
-    if proxy and not urllib.request.proxy_bypass(host):
-        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = p.hostname or host, p.port or 8080
-    result: dict[str, Any] = {}
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result["ok"] = True
-        except OSError as exc:
-            result["error"] = f"{type(exc).__name__}: {exc}"
-
-    thread = threading.Thread(target=probe, name="tac-hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    if result.get("ok"):
-        return True, ""
-    return False, result.get("error", f"no answer within {timeout:g} s")
-
-
 def _file_sha256(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -262,7 +233,7 @@ def _resolve_tag_weights(
             looked_in=where,
         )
     endpoint = _hf_endpoint()
-    ok, why = _reachable(endpoint, timeout)
+    ok, why = reachable(endpoint, timeout)
     if not ok:
         raise EncoderUnavailableError(
             model_name=model_name,
