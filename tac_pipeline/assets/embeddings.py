@@ -324,6 +324,7 @@ def build_embedding_assets(
         if own is not None:
             return MaterializeResult(value=own[0], metadata=own[1], check_results=[embeddings_check(own[0])])
 
+        clip_encoder.require_identity(encoder_identity, "image_embeddings")
         settings = tac_data.settings(context.partition_key)
         listing = tac_data.list_images(context.partition_key, settings)
         manifest = drop_manifest(drop)
@@ -367,6 +368,7 @@ def build_embedding_assets(
         from tac_pipeline.encoders import NOUN_TEMPLATES
         from tac_pipeline.encoders.wordnet import load_noun_vocabulary
 
+        clip_encoder.require_identity(encoder_identity, "wordnet_noun_embeddings")
         vocabulary = load_noun_vocabulary(tac_data.root, noun_vocabulary, logger=context.log)
         if config.max_nouns is not None:
             vocabulary = vocabulary.iloc[: config.max_nouns]

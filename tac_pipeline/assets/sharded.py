@@ -230,6 +230,8 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         ) -> EmbeddedPart:
             start, stop = plan.slices[index]
             records = plan.listing.records if plan.listing is not None else []
+            if records:
+                clip_encoder.require_identity(encoder_identity, "image_embeddings")
             previous = None
             if stop > start:
                 previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")

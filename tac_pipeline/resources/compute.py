@@ -22,6 +22,10 @@ from pydantic import Field
 GPU_TAG = "tac/gpu"
 
 
+class EncoderOverrideError(RuntimeError):
+    """A run's config changed the encoder of an embedding asset; the message names the setting to use."""
+
+
 def visible_gpu_count() -> int:
     """Number of CUDA devices this process may use (0 without CUDA)."""
     try:
@@ -112,6 +116,32 @@ class ClipEncoderResource(ConfigurableResource):
             parts += [str(path.resolve()), f"{stat.st_size}-{int(stat.st_mtime)}" if stat else "missing"]
         digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
         return f"{self.model_name}-{digest}"
+
+    def require_identity(self, expected: str, asset: str) -> None:
+        """Refuse to run ``asset`` with an encoder other than the one its code version names.
+
+        The embedding assets' code version (staleness) and their row reuse follow the encoder the definitions
+        were loaded with (``$TAC_CLIP_*``). An override of this resource's model, tag or checkpoint in a run's
+        config would store rows of another encoder under that version, or mix both encoders in one table.
+        Settings that do not change the embeddings (``batch_size``, ``num_workers``, ``cache_dir``) may be
+        overridden freely.
+        """
+        if self.identity() == expected:
+            return
+        wanted = [
+            f"TAC_CLIP_MODEL={self.model_name}",
+            f"TAC_CLIP_PRETRAINED={self.effective_pretrained() or 'none'}",
+        ]
+        if self.checkpoint:
+            wanted.append(f"TAC_CLIP_CHECKPOINT={self.checkpoint}")
+        raise EncoderOverrideError(
+            f"{asset}: this run's config overrides the clip_encoder resource (model {self.model_name!r}, "
+            f"pretrained {self.effective_pretrained()!r}, checkpoint {self.checkpoint!r}), but the stored "
+            f"embeddings, their reuse and their staleness follow the encoder the definitions were loaded with "
+            f"(code version {expected}). Remove model_name / pretrained / checkpoint from the run config; to "
+            f"change the encoder, set {' '.join(wanted)} in the code location's environment (or pass --model / "
+            "--pretrained to make cluster) and reload the definitions."
+        )
 
     def build(self, device: str):
         from tac_pipeline.encoders import ClipEncoder
