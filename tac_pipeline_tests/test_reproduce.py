@@ -223,3 +223,55 @@ def test_make_reproduce_imagenet10_clusters_only_the_subset_and_reports_on_val(d
     assert images.loc[images["split"] == "test", "path"].str.startswith("val/").all()
     metrics = pq.read_table(data_dir / "store" / "metrics" / "imagenet10.parquet").to_pandas()
     assert set(metrics["split"]) == {"test"} and set(metrics["n_images"]) == {30}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_cifar_batches_are_read_as_data_in_every_pickle_protocol(protocol):
+    from tac_pipeline.reproduce.batchfile import read_batch
+
+    rng = np.random.default_rng(5)
+    batch = {
+        "batch_label": "training batch 1 of 5",
+        "labels": [3, 1, 4],
+        "data": rng.integers(0, 256, (3, 3072), dtype=np.uint8),
+        "filenames": ["a.png", "b.png", "c.png"],
+        "fortran": np.asfortranarray(rng.standard_normal((4, 3))),
+        "raw": b"\x00\x01",
+        "nested": ({"x": 1.5, "y": None}, True),
+    }
+    out = read_batch(pickle.dumps(batch, protocol=protocol))
+    assert out.keys() == batch.keys()
+    for key in ("batch_label", "labels", "filenames", "raw", "nested"):
+        assert out[key] == batch[key]
+    np.testing.assert_array_equal(out["data"], batch["data"])
+    assert out["data"].dtype == np.uint8
+    np.testing.assert_array_equal(out["fortran"], batch["fortran"])
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/tac-pwned",))
+
+
+def test_a_batch_that_would_run_code_is_refused_without_running_it(tmp_path):
+    from tac_pipeline.reproduce.batchfile import BatchFormatError, read_batch
+
+    payload = pickle.dumps({"data": _Evil()}, protocol=2)
+    with pytest.raises(BatchFormatError, match="system"):
+        read_batch(payload)
+    assert not Path("/tmp/tac-pwned").exists()
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "batches.meta").write_bytes(payload)
+    with pytest.raises(SourceError, match="not a readable CIFAR batch"):
+        prepare_drop("cifar10", tmp_path, tmp_path / "data")
+
+
+def test_reproduce_without_a_dataset_lists_them(capsys):
+    from tac_pipeline.cli import main
+
+    assert main(["reproduce"]) == 0
+    out = capsys.readouterr().out
+    for name in PAPER_DATASETS:
+        assert f"  {name} " in out
+    assert "SOURCE required" in out and "K=1000" in out

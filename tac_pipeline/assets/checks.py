@@ -33,20 +33,14 @@ from dagster import (
     asset_check,
 )
 
-from tac_pipeline.assets.common import report_indices
+from tac_pipeline.assets.common import METHODS, report_indices
+from tac_pipeline.messages import listed
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.tables import column_matrix
 
 #: float32 embeddings are normalised to about 1e-7; anything beyond this is a real defect.
 UNIT_NORM_TOLERANCE = 1e-3
 SCORES = ("nmi", "acc", "ari")
-#: Same order as ``results.METHODS`` (not imported, so that checks do not load the results module's deps).
-EXPECTED_METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
-
-
-def _rows(indices: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(str(int(i)) for i in indices[:limit])
-    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
 
 
 def embeddings_check(table: pa.Table, column: str = "embedding") -> AssetCheckResult:
@@ -59,9 +53,9 @@ def embeddings_check(table: pa.Table, column: str = "embedding") -> AssetCheckRe
     deviation = float(np.abs(norms[finite] - 1.0).max()) if finite.any() else 0.0
     problems = []
     if len(bad):
-        problems.append(f"{len(bad)} row(s) hold NaN or infinite values (rows {_rows(bad)})")
+        problems.append(f"{len(bad)} row(s) hold NaN or infinite values (rows {listed(bad)})")
     if len(off):
-        problems.append(f"{len(off)} row(s) are not unit-norm (rows {_rows(off)})")
+        problems.append(f"{len(off)} row(s) are not unit-norm (rows {listed(off)})")
     if not len(x):
         problems.append("no rows")
     return AssetCheckResult(
@@ -91,7 +85,7 @@ def nouns_per_center_check(text_space: pa.Table, semantic_centers: pa.Table) -> 
         severity=AssetCheckSeverity.WARN,
         description=(
             f"{len(missing)} of {len(non_empty)} non-empty semantic centres received no noun "
-            f"(centres {_rows(np.array(missing))}): their images fall back on other centres' nouns"
+            f"(centres {listed(np.array(missing))}): their images fall back on other centres' nouns"
             if missing
             else f"all {len(non_empty)} non-empty semantic centres have at least one noun"
         ),
@@ -127,7 +121,7 @@ def empty_clusters_check(cluster_labels: pa.Table, n_clusters: int) -> AssetChec
         description=(
             f"{len(empty)} of {n_clusters} clusters are empty"
             + (f" ({allowed} allowed)" if allowed else "")
-            + ("" if passed else f": clusters {_rows(empty)}; the heads collapsed or K is too large")
+            + ("" if passed else f": clusters {listed(empty)}; the heads collapsed or K is too large")
         ),
         metadata={
             "n_clusters": n_clusters,
@@ -147,7 +141,7 @@ def metrics_check(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResu
     labelled = len(report) > 0 and truth.null_count == 0
     methods = metrics["method"].to_pylist() if "method" in metrics.column_names else []
     problems = []
-    missing_methods = [m for m in EXPECTED_METHODS if m not in methods]
+    missing_methods = [m for m in METHODS if m not in methods]
     if missing_methods:
         problems.append(f"methods missing: {', '.join(missing_methods)}")
     for name in (*SCORES, "cluster_size_ratio") if labelled else ("cluster_size_ratio",):

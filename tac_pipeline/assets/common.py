@@ -16,6 +16,9 @@ from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
 from tac_pipeline.tables import column_matrix
 
+#: The rows of ``metrics``, one per method, in this order.
+METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
+
 
 def dataset_asset(group: str, description: str, *, gpu: bool = False, code_version: str = "1", **kwargs):
     """``@asset`` for one stage of a dataset: partitioned by dataset, versioned, in a UI group.

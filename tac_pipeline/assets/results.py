@@ -12,13 +12,19 @@ from tac_pipeline.assets.checks import (
     empty_clusters_check,
     metrics_check,
 )
-from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, previous_output, report_indices
+from tac_pipeline.assets.common import (
+    METHODS,
+    dataset_asset,
+    dataset_run,
+    embeddings,
+    previous_output,
+    report_indices,
+)
 from tac_pipeline.assets.training import heads_from_table
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix
 
-METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
 _LABEL_COLUMNS = {
     "tac_no_train": "cluster_no_train",
     "tac_image": "cluster",

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tac_pipeline.messages import listed
 from tac_pipeline.tables import column_matrix, embedding_array, is_vector_type
 
 BYO_EMBEDDINGS = "embeddings.parquet"
@@ -37,11 +38,6 @@ def _read(path: Path, required: tuple[str, ...]) -> pa.Table:
     return table
 
 
-def _rows(indices: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(str(int(i)) for i in indices[:limit])
-    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
-
-
 def _matrix(table: pa.Table, path: Path, expected_width: int | None = None) -> np.ndarray:
     column = table["embedding"]
     if not is_vector_type(column.type):
@@ -59,11 +55,13 @@ def _matrix(table: pa.Table, path: Path, expected_width: int | None = None) -> n
         )
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad):
-        raise ByoEmbeddingsError(f"{path}: {len(bad)} row(s) hold NaN or infinite values (rows {_rows(bad)})")
+        raise ByoEmbeddingsError(
+            f"{path}: {len(bad)} row(s) hold NaN or infinite values (rows {listed(bad)})"
+        )
     norms = np.linalg.norm(x, axis=1)
     zero = np.flatnonzero(norms == 0)
     if len(zero):
-        raise ByoEmbeddingsError(f"{path}: {len(zero)} row(s) are all zeros (rows {_rows(zero)})")
+        raise ByoEmbeddingsError(f"{path}: {len(zero)} row(s) are all zeros (rows {listed(zero)})")
     return (x / norms[:, None]).astype(np.float32)
 
 

@@ -45,8 +45,10 @@ from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_mod
 from PIL import Image
 
 from tac_pipeline.netprobe import reachable
+from tac_pipeline.tac.device import resolve_device
 
 from .images import PreprocessSpec
+from .incremental import sha256_of_file
 
 __all__ = [
     "NOUN_TEMPLATES",
@@ -168,14 +170,6 @@ def _hf_cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def _file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -189,7 +183,7 @@ def _weights_digest(path: str | os.PathLike[str]) -> str:
     st = os.stat(real)
     key = (real, st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = _file_sha256(real)
+        _DIGESTS[key] = sha256_of_file(real)
     return _DIGESTS[key]
 
 
@@ -367,14 +361,6 @@ def _tokenize_row(tokenizer: Any, text: str, context_length: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
@@ -431,7 +417,7 @@ class ClipEncoder:
         self._model_name = model_name
         self.batch_size = int(batch_size)
         self.text_batch_size = int(text_batch_size)
-        self._device = _resolve_device(device)
+        self._device = resolve_device(device)
         self._precision = _resolve_precision(precision, self._device)
         cache = None if cache_dir is None else str(cache_dir)
 

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tac_pipeline.messages import listed
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -264,9 +266,9 @@ def _discover_outside(
         wanted = list(classes) if classes is not None else present
         missing = sorted(set(wanted) - set(present))
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise FileNotFoundError(
-                f"dataset.toml: images.classes names {len(missing)} folder(s) missing from {base}: {shown}"
+                f"dataset.toml: images.classes names {len(missing)} folder(s) missing from {base}: "
+                f"{listed(missing)}"
             )
         for name in sorted(wanted):
             prefix = (split, name) if split else (name,)

@@ -17,16 +17,21 @@ import pyarrow as pa
 _CHUNK = 1 << 20
 
 
+def sha256_of_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks; raises OSError when it cannot be read."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str | None:
     """sha256 of a file's bytes (the image reader's ``content_hash``), or None when it cannot be read."""
-    hasher = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                hasher.update(chunk)
+        return sha256_of_file(path)
     except OSError:
         return None
-    return hasher.hexdigest()
 
 
 def content_hashes(paths: Sequence[str | os.PathLike[str]], max_workers: int = 8) -> list[str | None]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image
 
+from tac_pipeline.messages import listed
 from tac_pipeline.paths import data_root, drops_dir
 from tac_pipeline.reproduce.catalog import PAPER_DATASETS, PaperDataset, dataset_listing
 from tac_pipeline.reproduce.sources import ArraySplit, SourceError, download, read_source, safe_class_name
@@ -93,8 +94,7 @@ def _check_imagenet_root(dataset: PaperDataset, source: Path) -> None:
     if missing:
         raise SourceError(
             f"{dataset.title}: SOURCE={source} lacks {len(missing)} of the subset's class folders: "
-            + ", ".join(missing[:6])
-            + (" ..." if len(missing) > 6 else "")
+            f"{listed(missing)}"
         )
 
 

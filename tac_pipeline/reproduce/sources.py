@@ -8,15 +8,14 @@ checksums; a bounded reachability probe comes first, so that an offline machine 
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tac_pipeline.netprobe import reachable
+from tac_pipeline.reproduce.batchfile import BatchFormatError, read_batch
 
 
 class SourceError(RuntimeError):
@@ -38,29 +37,14 @@ class FileSplit:
     files: list[tuple[str, Path]]
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickle CIFAR's batches (dicts, lists, numpy arrays) and nothing that could run code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
-
-
 def _load_batch(path: Path) -> dict:
     try:
-        with open(path, "rb") as handle:
-            return _ArraysOnly(io.BytesIO(handle.read()), encoding="latin1").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        batch = read_batch(path.read_bytes())
+    except (OSError, BatchFormatError) as exc:
         raise SourceError(f"{path}: not a readable CIFAR batch ({exc})") from exc
+    if not isinstance(batch, dict):
+        raise SourceError(f"{path}: not a readable CIFAR batch (holds a {type(batch).__name__}, not a dict)")
+    return batch
 
 
 def find_folder(source: Path, name: str, marker: str) -> Path:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tac_pipeline.messages import listed
+
 from .device import ArrayLike, host_array
 
 
 def _describe_rows(bad: np.ndarray, n_rows: int, what: str, name: str) -> str:
     rows = np.flatnonzero(bad)
-    shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
-    return f"{name}: {rows.size} of {n_rows} rows {what} (rows {shown})"
+    return f"{name}: {rows.size} of {n_rows} rows {what} (rows {listed(rows)})"
 
 
 def validate_embeddings(x: ArrayLike, name: str = "embeddings") -> ArrayLike:
