@@ -67,8 +67,7 @@ def with_ready_outputs(known_state, upstream_events):
     The plan's state is fixed when the tasks are submitted, before any step ran; without this, a step that
     fans in several upstream outputs (the shard concatenation) would find none of them ready and get [].
     """
-    from dagster._core.execution.plan.outputs import StepOutputHandle
-    from dagster._core.execution.plan.state import KnownExecutionState
+    from tac_pipeline.dagster_internals import KnownExecutionState, StepOutputHandle
 
     ready = {
         StepOutputHandle(
@@ -92,7 +91,7 @@ class TacDaskExecutor(Executor):
 
     @property
     def retries(self):
-        from dagster._core.execution.retries import RetryMode
+        from tac_pipeline.dagster_internals import RetryMode
 
         return RetryMode.DISABLED
 
@@ -114,8 +113,8 @@ class TacDaskExecutor(Executor):
 
     def execute(self, plan_context, execution_plan) -> Iterator:
         import dask.distributed
-        from dagster._core.errors import raise_execution_interrupts
-        from dagster._utils import iterate_with_context
+
+        from tac_pipeline.dagster_internals import iterate_with_context, raise_execution_interrupts
 
         if not plan_context.instance.is_persistent:
             raise RuntimeError(

@@ -20,9 +20,9 @@ epochs = 20
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _FOLDER_NAME = re.compile(r"^[^/\\\x00]+$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -144,7 +144,7 @@ def test_schedule_reclusters_only_changed_drops(automation):
 
     def evaluate():
         context = build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=timezone.utc)
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC)
         )
         return schedule(context)
 
