@@ -10,7 +10,7 @@ root = "/data/imagenet"  # an absolute folder; symlinks leading out of it are no
 splits = { train = "train", test = "val" }   # split -> folder under root (default: no splits)
 classes = ["n02056570", "n02085936"]         # only these class folders (default: all of them)
 
-[tac]                    # optional overrides of TAC_SPEC defaults
+[tac]                    # optional overrides of the defaults in docs/METHOD.md
 gamma = 5
 n_neighbors = 50
 epochs = 20

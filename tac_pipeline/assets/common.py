@@ -37,7 +37,7 @@ def dataset_asset(group: str, description: str, *, gpu: bool = False, code_versi
 
 
 def fit_indices(table: pa.Table) -> np.ndarray:
-    """Rows the heads are fitted on: the ``train`` split when the drop has one, else every row (TAC_SPEC §8)."""
+    """Rows the heads are fitted on: the ``train`` split when the drop has one, else every row (docs/METHOD.md §8)."""
     split = table["split"].to_numpy(zero_copy_only=False)
     train = np.flatnonzero(split == "train")
     return train if len(train) else np.arange(table.num_rows)

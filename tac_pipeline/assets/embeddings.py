@@ -54,7 +54,7 @@ def _utf8_path(path) -> str | None:
 def image_table(
     image_ids, paths, content_hashes, labels, splits, embeddings: np.ndarray
 ) -> pa.Table:  # fmt: skip
-    """The schema of ``image_embeddings`` (TAC_SPEC §1)."""
+    """The schema of ``image_embeddings`` (docs/METHOD.md §1)."""
     return pa.table(
         {
             "image_id": pa.array(image_ids, type=pa.string()),

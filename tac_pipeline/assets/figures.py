@@ -163,7 +163,7 @@ _LOSS_LABELS = {
 
 
 def loss_curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
-    """The per-epoch losses of the head training (TAC_SPEC §7)."""
+    """The per-epoch losses of the head training (docs/METHOD.md §7)."""
     fig = _new_figure(5, 3)
     ax = fig.add_subplot()
     for name, label in _LOSS_LABELS.items():

@@ -1,4 +1,4 @@
-"""Results stage: ``cluster_labels`` → ``metrics`` (TAC_SPEC §8)."""
+"""Results stage: ``cluster_labels`` → ``metrics`` (docs/METHOD.md §8)."""
 
 import numpy as np
 import pyarrow as pa

@@ -1,4 +1,4 @@
-"""Text stage: ``semantic_centers`` → ``text_space`` → ``counterparts`` (TAC_SPEC §3–§5)."""
+"""Text stage: ``semantic_centers`` → ``text_space`` → ``counterparts`` (docs/METHOD.md §3–§5)."""
 
 from collections import Counter
 

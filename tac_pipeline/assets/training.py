@@ -1,4 +1,4 @@
-"""Training stage: ``knn_graphs`` → ``trained_heads`` (TAC_SPEC §6–§7)."""
+"""Training stage: ``knn_graphs`` → ``trained_heads`` (docs/METHOD.md §6–§7)."""
 
 import time
 import warnings

@@ -1,4 +1,4 @@
-"""CLIP encoder on open_clip: image embeddings, text embeddings and the noun prompt ensemble (TAC_SPEC §1–§2).
+"""CLIP encoder on open_clip: image embeddings, text embeddings and the noun prompt ensemble (docs/METHOD.md §1–§2).
 
 :class:`ClipEncoder` wraps ``open_clip.create_model_and_transforms`` with what the pipeline needs:
 
@@ -63,7 +63,7 @@ _log = logging.getLogger(__name__)
 #: The offline smoke model (random weights from a fixed seed; meaningless for real clustering).
 TINY_MODEL_NAME = "tac-tiny"
 
-#: CLIP's short ImageNet prompt set, the noun ensemble of TAC_SPEC §2 (order matters for nothing but speed).
+#: CLIP's short ImageNet prompt set, the noun ensemble of docs/METHOD.md §2 (order matters for nothing but speed).
 NOUN_TEMPLATES: tuple[str, ...] = (
     "itap of a {}.",
     "a bad photo of the {}.",
@@ -725,7 +725,7 @@ class ClipEncoder:
         templates: Sequence[str] = NOUN_TEMPLATES,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
-        """Prompt-ensemble embeddings (TAC_SPEC §2), float32 ``(len(nouns), d)``, L2-normalised.
+        """Prompt-ensemble embeddings (docs/METHOD.md §2), float32 ``(len(nouns), d)``, L2-normalised.
 
         For each noun: the raw text features (after projection, before normalisation) of every
         ``template.format(noun)`` are averaged, then the mean is L2-normalised. ``progress(done, total)`` is

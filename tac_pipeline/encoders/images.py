@@ -1,4 +1,4 @@
-"""Reading image drops: discovery, robust decoding, CLIP preprocessing in worker processes (TAC_SPEC §1).
+"""Reading image drops: discovery, robust decoding, CLIP preprocessing in worker processes (docs/METHOD.md §1).
 
 Four layers, each usable on its own:
 

@@ -1,4 +1,4 @@
-"""The WordNet noun vocabulary (docs/METHOD.md, nouns), loaded through nltk, with an offline fallback.
+"""The WordNet noun vocabulary (docs/METHOD.md §2), loaded through nltk, with an offline fallback.
 
 Two vocabularies, each a DataFrame with columns ``noun``, ``synset`` (e.g. ``dog.n.01``) and ``gloss``:
 

@@ -87,7 +87,7 @@ class ComputeDeviceResource(ConfigurableResource):
 
 
 class ClipEncoderResource(ConfigurableResource):
-    """The open_clip model that embeds images and nouns (TAC_SPEC §1–§2)."""
+    """The open_clip model that embeds images and nouns (docs/METHOD.md §1–§2)."""
 
     model_name: str = Field(default="ViT-B-32", description="open_clip model name, or 'tac-tiny' offline.")
     pretrained: str | None = Field(

@@ -1,6 +1,6 @@
 """TAC (Text-Aided Clustering, Li et al., ICML 2024) as a framework-free library.
 
-The mathematics of TAC_SPEC §3-§8 as small, typed, device-agnostic functions; ``TAC`` composes
+The mathematics of docs/METHOD.md §3-§8 as small, typed, device-agnostic functions; ``TAC`` composes
 them. Nothing here imports Dagster. Every function accepts numpy arrays or torch tensors and
 returns numpy arrays (heads are torch modules).
 """

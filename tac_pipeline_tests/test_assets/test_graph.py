@@ -56,7 +56,7 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
     assert nouns.num_rows == TEST_NOUNS and unit_norm(column_matrix(nouns, "embedding"))
 
     centers = read_output(data_dir, "semantic_centers", "toy")
-    # 36 fitting images, K = 3: N/K = 12 < 300 so k_c = 3K = 9 (TAC_SPEC §3)
+    # 36 fitting images, K = 3: N/K = 12 < 300 so k_c = 3K = 9 (docs/METHOD.md §3)
     assert centers.num_rows == tac.semantic_center_count(36, 3) == 9
     assert sum(centers["size"].to_pylist()) == 36
 

@@ -17,7 +17,7 @@ from tac_pipeline.tac import (
 
 from .conftest import blobs, unit_rows
 
-PAPER_DATASETS = [  # (name, N_tr, K, k_c) from TAC_SPEC §3
+PAPER_DATASETS = [  # (name, N_tr, K, k_c) from docs/METHOD.md §3
     ("CIFAR-10", 50_000, 10, 167),
     ("CIFAR-20", 50_000, 20, 167),
     ("STL-10", 5_000, 10, 17),
