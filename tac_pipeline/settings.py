@@ -29,34 +29,46 @@ _FOLDER_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
 class TacOverrides(BaseModel):
-    """Hyper-parameters a drop may override; ``None`` keeps the spec default."""
+    """Hyper-parameters a drop may override; ``None`` keeps the default of docs/METHOD.md.
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    Every field has a range wide enough for any real use and narrow enough that a typo (``epochs = 1e9``,
+    ``lr = 1e30``, ``tau = 1e-300``) fails here, naming the field, instead of running for ever or
+    overflowing in the middle of a run.
+    """
 
-    gamma: int | None = Field(default=None, gt=0, description="Nouns kept per semantic centre (spec: 5).")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    gamma: int | None = Field(default=None, ge=1, le=1000, description="Nouns kept per semantic centre (5).")
     retrieval_temperature: float | None = Field(
-        default=None, gt=0, description="Counterpart softmax (spec: 0.005)."
+        default=None, ge=1e-4, le=10, description="Counterpart softmax temperature (0.005)."
     )
-    n_neighbors: int | None = Field(default=None, gt=0, description="kNN size per modality (spec: 50).")
+    n_neighbors: int | None = Field(default=None, ge=1, le=1000, description="kNN size per modality (50).")
     kmeans_iter: int | None = Field(
-        default=None, gt=0, description="Spherical k-means iterations (spec: 300)."
+        default=None, ge=1, le=10_000, description="Spherical k-means iterations (300)."
     )
-    kmeans_restarts: int | None = Field(default=None, gt=0, description="Centre k-means restarts (spec: 10).")
+    kmeans_restarts: int | None = Field(
+        default=None, ge=1, le=1000, description="Centre k-means restarts (10)."
+    )
     baseline_restarts: int | None = Field(
-        default=None, gt=0, description="Baseline k-means restarts (spec: 20)."
+        default=None, ge=1, le=1000, description="Baseline k-means restarts (20)."
     )
     n_centers: int | None = Field(
-        default=None, gt=0, description="Number of semantic centres (spec: rule of §3)."
+        default=None, ge=1, le=1_000_000, description="Number of semantic centres (the rule of §3)."
     )
     epochs: int | None = Field(
-        default=None, gt=0, description="Training epochs (spec: 20 if K<100 else 100)."
+        default=None, ge=1, le=10_000, description="Training epochs (20 if K < 100, else 100)."
     )
     batch_size: int | None = Field(
-        default=None, gt=0, description="Training batch (spec: 512 if K<100 else 8192)."
+        default=None,
+        ge=2,
+        le=1_048_576,
+        description="Training batch (512 if K < 100, else 8192); at least 2 for batch normalisation.",
     )
-    tau: float | None = Field(default=None, gt=0, description="Distillation temperature (spec: 0.5 / 5.0).")
-    lr: float | None = Field(default=None, gt=0, description="Adam learning rate (spec: 1e-3).")
-    entropy_weight: float | None = Field(default=None, ge=0, description="Balance weight (spec: 5).")
+    tau: float | None = Field(
+        default=None, ge=1e-3, le=1000, description="Distillation temperature (0.5 / 5.0)."
+    )
+    lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate (1e-3).")
+    entropy_weight: float | None = Field(default=None, ge=0, le=1000, description="Balance weight (5).")
 
 
 class ImageSourceSettings(BaseModel):
@@ -113,8 +125,10 @@ class ImageSourceSettings(BaseModel):
 class DatasetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    n_clusters: int | None = Field(default=None, ge=2, description="Number of clusters K.")
-    seed: int = Field(default=0, description="Seed of every random step; recorded with the results.")
+    n_clusters: int | None = Field(default=None, ge=2, le=100_000, description="Number of clusters K.")
+    seed: int = Field(
+        default=0, ge=0, le=2**32 - 1, description="Seed of every random step; recorded with the results."
+    )
     resize: int | None = Field(
         default=None,
         ge=32,
