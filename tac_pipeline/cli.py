@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -88,6 +89,30 @@ def _nouns_current(instance, env: dict[str, str]) -> bool:
     return nouns_current(instance, version) and (store_dir() / f"{NOUN_ASSET}.parquet").exists()
 
 
+#: How many skipped files the shell lists before it points at the full report.
+SHOWN_SKIPPED = 20
+
+
+def skipped_summary(dataset: str, since: float | None = None) -> str | None:
+    """The files the last embedding of ``dataset`` skipped, with reasons (the first :data:`SHOWN_SKIPPED`,
+    then the count and where the full list is); None when none were skipped (or the report predates
+    ``since``, a time stamp)."""
+    from tac_pipeline.paths import skipped_files_report
+
+    report = skipped_files_report(dataset)
+    if not report.is_file() or (since is not None and report.stat().st_mtime < since):
+        return None
+    rows = pq.read_table(report).to_pylist()
+    if not rows:
+        return None
+    lines = [f"{len(rows)} file(s) of '{dataset}' were skipped:"]
+    lines += [f"  {row['file']}: {row['reason']}" for row in rows[:SHOWN_SKIPPED]]
+    if len(rows) > SHOWN_SKIPPED:
+        lines.append(f"  … and {len(rows) - SHOWN_SKIPPED} more")
+    lines.append(f"Full list: {report} (pandas.read_parquet)")
+    return "\n".join(lines)
+
+
 def cluster(
     dataset: str, *, model: str | None = None, pretrained: str | None = None, max_nouns: int | None = None
 ) -> str:
@@ -102,7 +127,13 @@ def cluster(
     if max_nouns is not None or not _nouns_current(instance, env):
         config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
         _materialize([NOUN_ASSET], None, env, instance, config)
-    _materialize(list(DATASET_ASSETS), dataset, env, instance)
+    started = time.time()
+    try:
+        _materialize(list(DATASET_ASSETS), dataset, env, instance)
+    finally:
+        summary = skipped_summary(dataset, since=started)
+        if summary:
+            print(f"\n{summary}", file=sys.stderr)
     from tac_pipeline.assets.results import metrics_markdown
 
     return metrics_markdown(pq.read_table(store_dir() / "metrics" / f"{dataset}.parquet"))

@@ -4,6 +4,7 @@ Layout under the root (see ``data/README.md``)::
 
     drops/<dataset>/            input image drops, one folder per dataset partition
     store/<asset>/<key>.parquet outputs written by the Parquet IO manager
+    store/reports/<dataset>/    per-file outcomes a user must act on (skipped_files.parquet)
     store/intermediate/<run>/   hand-offs between the steps of one run (embedding shards), removed after use
     cache/                      parsed vocabularies and other caches
     nltk_data/                  an nltk-readable WordNet built from the system database when needed
@@ -33,6 +34,14 @@ def store_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def cache_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return data_root(data_dir) / "cache"
+
+
+def skipped_files_report(dataset: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<store>/reports/<dataset>/skipped_files.parquet``: every file of the drop's last embedding run that
+    was not embedded, with the reason (columns ``file``, ``reason``)."""
+    from tac_pipeline.partitions import validate_dataset_key
+
+    return store_dir(data_dir) / "reports" / validate_dataset_key(dataset) / "skipped_files.parquet"
 
 
 def intermediate_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:

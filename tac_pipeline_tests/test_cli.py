@@ -44,3 +44,54 @@ def test_cluster_rejects_an_unsafe_dataset_name(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1
     assert "not a valid dataset name" in done.stderr and "[A-Za-z0-9]" in done.stderr
+
+
+def _bad_files(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"broken_{i:02d}.png").write_bytes(b"not a png at all")
+
+
+def test_cluster_lists_the_skipped_files_with_their_reasons(data_dir, tmp_path):
+    import pandas as pd
+
+    from tac_pipeline_tests.conftest import write_toy_drop
+
+    drop = data_dir / "drops" / "messy"
+    write_toy_drop(drop, train=4, test=2)
+    _bad_files(drop / "train" / "red", 25)
+    env = {**os.environ, "TAC_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(tmp_path / "home"),
+           "HF_HUB_OFFLINE": "1", "TAC_EXECUTOR": "in_process"}  # fmt: skip
+    (tmp_path / "home").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tac_pipeline.cli", "cluster", "messy", "--model", "tac-tiny", "--max-nouns", "200"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "25 file(s) of 'messy' were skipped:" in done.stderr
+    listed = [line for line in done.stderr.splitlines() if line.startswith("  train/red/broken_")]
+    assert len(listed) == 20 and all(": " in line for line in listed)
+    assert "… and 5 more" in done.stderr
+    report = data_dir / "store" / "reports" / "messy" / "skipped_files.parquet"
+    assert f"Full list: {report}" in done.stderr
+    frame = pd.read_parquet(report)
+    assert list(frame.columns) == ["file", "reason"] and len(frame) == 25
+    assert frame["file"].str.startswith("train/red/broken_").all() and frame["reason"].str.len().gt(0).all()
+
+
+def test_an_all_bad_drop_fails_with_the_reasons_and_records_them(data_dir):
+    from dagster import instance_for_test
+
+    from tac_pipeline_tests.test_assets.helpers import materialize_dataset
+
+    _bad_files(data_dir / "drops" / "allbad" / "cat", 3)
+    with instance_for_test() as instance:
+        result = materialize_dataset(data_dir, instance, "allbad", raise_on_error=False)
+    assert not result.success
+    failure = "\n".join(str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure)
+    assert "no readable images (3 skipped)" in failure
+    assert "cat/broken_00.png: " in failure and "Full list:" in failure
+    import pandas as pd
+
+    frame = pd.read_parquet(data_dir / "store" / "reports" / "allbad" / "skipped_files.parquet")
+    assert sorted(frame["file"]) == [f"cat/broken_{i:02d}.png" for i in range(3)]

@@ -20,8 +20,10 @@ from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
 from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
+from tac_pipeline.paths import skipped_files_report
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.resources.io_manager import write_parquet_atomically
 from tac_pipeline.tables import column_matrix, embedding_array
 
 #: Bump when the asset's computation changes; the encoder identity is appended at definition time.
@@ -243,17 +245,42 @@ def removed_count(previous: pa.Table | None, kept_hashes: Sequence[str]) -> int:
     return sum(1 for h in set(previous["content_hash"].drop_null().to_pylist()) if h not in present)
 
 
+def write_skipped_report(path: Path, skipped: Sequence[tuple[str, str]]) -> None:
+    """Every skipped file with its reason as Parquet (``file``, ``reason``), replacing the last report."""
+    table = pa.table(
+        {
+            "file": pa.array([name for name, _ in skipped], type=pa.string()),
+            "reason": pa.array([reason for _, reason in skipped], type=pa.string()),
+        }
+    )
+    write_parquet_atomically(table, path)
+
+
 def assemble_image_table(
-    drop: Path, listing: DropListing, parts: Sequence[EmbeddedPart], previous: pa.Table | None
+    drop: Path,
+    listing: DropListing,
+    parts: Sequence[EmbeddedPart],
+    previous: pa.Table | None,
+    report: Path | None = None,
 ) -> tuple[pa.Table, dict]:
-    """``image_embeddings`` from the parts of one drop listing, in listing order, with its output metadata."""
+    """``image_embeddings`` from the parts of one drop listing, in listing order, with its output metadata.
+
+    ``report``: where the full list of skipped files is written (:func:`write_skipped_report`), also when no
+    image could be read, so that the failure's reasons can be shown.
+    """
     records = listing.records
-    skipped = list(listing.skipped) + [s for part in parts for s in part.skipped]
+    skipped = sorted(list(listing.skipped) + [s for part in parts for s in part.skipped])
+    if report is not None:
+        write_skipped_report(report, skipped)
     total = sum(len(part.positions) for part in parts)
     if not total:
+        shown = "\n".join(f"  {name}: {reason}" for name, reason in skipped[:20])
+        more = f"\n  … and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        where = f"\nFull list: {report}" if report is not None else ""
         raise ValueError(
             f"drop {drop} has no readable images ({len(skipped)} skipped): add JPEG/PNG/WebP/BMP/TIFF/GIF "
             "files, in <class>/ folders for labels, or an embeddings.parquet"
+            + (f"\nSkipped:\n{shown}{more}{where}" if skipped else "")
         )
     positions = np.concatenate([part.positions for part in parts])
     order = np.argsort(positions, kind="stable")
@@ -277,6 +304,7 @@ def assemble_image_table(
         "removed": removed_count(previous, hashes),
         "skipped": len(skipped),
         "skipped_files": MetadataValue.md(_skipped_markdown(skipped) if skipped else "none"),
+        **({"skipped_report": MetadataValue.path(str(report))} if report is not None else {}),
         "labelled": listing.has_labels,
         "splits": listing.has_splits,
         "device": ", ".join(sorted({part.device for part in parts})),
@@ -338,7 +366,8 @@ def build_embedding_assets(
             log=context.log,
             resize=settings.resize,
         )
-        table, metadata = assemble_image_table(drop, listing, [part], previous)
+        report = skipped_files_report(context.partition_key, tac_data.root)
+        table, metadata = assemble_image_table(drop, listing, [part], previous, report)
         return MaterializeResult(
             value=table,
             metadata={

@@ -51,7 +51,7 @@ from tac_pipeline.assets.embeddings import (
 from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.paths import intermediate_dir
+from tac_pipeline.paths import intermediate_dir, skipped_files_report
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import write_parquet_atomically
@@ -270,7 +270,8 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
             table, metadata = own
         else:
             previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")
-            table, metadata = assemble_image_table(plan.drop, plan.listing, parts, previous)
+            report = skipped_files_report(context.partition_key, tac_data.root)
+            table, metadata = assemble_image_table(plan.drop, plan.listing, parts, previous, report)
             metadata = {
                 **metadata,
                 "model": clip_encoder.identity(),
