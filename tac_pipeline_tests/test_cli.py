@@ -11,23 +11,23 @@ import numpy as np
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
 
 
+def _tiny_cluster(dataset: str, data_dir, home, **extra_env) -> subprocess.CompletedProcess:
+    """``make cluster DATASET=<dataset> MODEL=tac-tiny`` with a 200-noun vocabulary, offline."""
+    env = {**os.environ, "TAC_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "tac_pipeline.cli", "cluster", dataset, "--model", "tac-tiny", "--max-nouns", "200"],
+        env={**env, **extra_env}, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
 def test_cluster_reports_the_failing_step_and_exits_non_zero(data_dir, tmp_path):
     drop = data_dir / "drops" / "flat"
     drop.mkdir()
     rng = np.random.default_rng(0)
     for i, (background, stripe) in enumerate(list(TOY_CLASSES.values()) * 4):
         toy_image(rng, background, stripe).save(drop / f"img_{i:02d}.png")
-    env = {
-        **os.environ,
-        "TAC_DATA_DIR": str(data_dir),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    (tmp_path / "home").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "tac_pipeline.cli", "cluster", "flat", "--model", "tac-tiny", "--max-nouns", "200"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    done = _tiny_cluster("flat", data_dir, tmp_path / "home")
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "step semantic_centers failed" in done.stderr
     assert "set n_clusters" in done.stderr and "dataset.toml" in done.stderr
@@ -60,13 +60,7 @@ def test_cluster_lists_the_skipped_files_with_their_reasons(data_dir, tmp_path):
     drop = data_dir / "drops" / "messy"
     write_toy_drop(drop, train=4, test=2)
     _bad_files(drop / "train" / "red", 25)
-    env = {**os.environ, "TAC_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(tmp_path / "home"),
-           "HF_HUB_OFFLINE": "1", "TAC_EXECUTOR": "in_process"}  # fmt: skip
-    (tmp_path / "home").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "tac_pipeline.cli", "cluster", "messy", "--model", "tac-tiny", "--max-nouns", "200"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    done = _tiny_cluster("messy", data_dir, tmp_path / "home", TAC_EXECUTOR="in_process")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "25 file(s) of 'messy' were skipped:" in done.stderr
     listed = [line for line in done.stderr.splitlines() if line.startswith("  train/red/broken_")]

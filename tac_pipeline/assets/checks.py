@@ -138,7 +138,8 @@ def metrics_check(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResu
     """Every method reported; NMI / ACC / ARI finite whenever the reported images carry labels."""
     report, _ = report_indices(cluster_labels)
     truth = cluster_labels["label"].take(pa.array(report, type=pa.int64()))
-    labelled = len(report) > 0 and truth.null_count == 0
+    unlabelled = truth.null_count
+    labelled = len(report) > unlabelled
     methods = metrics["method"].to_pylist() if "method" in metrics.column_names else []
     problems = []
     missing_methods = [m for m in METHODS if m not in methods]
@@ -158,10 +159,11 @@ def metrics_check(metrics: pa.Table, cluster_labels: pa.Table) -> AssetCheckResu
         description="; ".join(problems)
         or (
             "labels exist and every method has NMI / ACC / ARI and a balance"
+            + (f" ({unlabelled} unlabelled image(s) not scored)" if unlabelled else "")
             if labelled
             else "no labels: every method has its cluster size balance"
         ),
-        metadata={"labelled": labelled, "methods": len(methods)},
+        metadata={"labelled": labelled, "unlabelled": int(unlabelled), "methods": len(methods)},
     )
 
 

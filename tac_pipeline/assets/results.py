@@ -119,7 +119,16 @@ def metrics(
     run = dataset_run(context.partition_key, tac_data, image_embeddings)
     report, split_name = report_indices(image_embeddings)
     truth = cluster_labels["label"].to_numpy(zero_copy_only=False)[report]
-    labelled = bool(len(truth)) and not any(t is None for t in truth)
+    # Scores cover the reported images that carry a label; the others are counted and reported, never
+    # allowed to make the scores vanish (one stray image beside the class folders, one null BYO label).
+    scored = np.flatnonzero([t is not None for t in truth])
+    unlabelled = len(truth) - len(scored)
+    labelled = len(scored) > 0
+    if labelled and unlabelled:
+        context.log.warning(
+            f"{unlabelled} of {len(truth)} reported images have no label: NMI / ACC / ARI are computed on the "
+            f"{len(scored)} labelled ones"
+        )
     with compute_device.acquire(context.log) as device:
         _, kmeans_labels = tac.spherical_kmeans(
             embeddings(image_embeddings)[report], run.n_clusters, seed=run.seed, device=device
@@ -129,7 +138,7 @@ def metrics(
         predictions[method] = cluster_labels[column].to_numpy()[report]
     rows = {k: [] for k in ("method", "nmi", "acc", "ari", "n_images", "split", "seed", "cluster_size_ratio")}
     for method in METHODS:
-        scores = tac.cluster_metrics(truth, predictions[method]) if labelled else {}
+        scores = tac.cluster_metrics(truth[scored], predictions[method][scored]) if labelled else {}
         sizes = np.bincount(predictions[method], minlength=run.n_clusters)
         rows["method"].append(method)
         for name in ("nmi", "acc", "ari"):
@@ -153,7 +162,12 @@ def metrics(
     )
     return MaterializeResult(
         value=table,
-        metadata={"labelled": labelled, "metrics": MetadataValue.md(metrics_markdown(table))},
+        metadata={
+            "labelled": labelled,
+            "scored_images": len(scored),
+            "unlabelled_images": unlabelled,
+            "metrics": MetadataValue.md(metrics_markdown(table)),
+        },
         check_results=[metrics_check(table, cluster_labels)],
     )
 

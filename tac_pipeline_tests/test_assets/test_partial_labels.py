@@ -1,0 +1,29 @@
+"""Images without a label never make the scores vanish: the labelled ones are scored, the others counted."""
+
+import numpy as np
+from dagster import AssetKey, instance_for_test
+
+from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
+from tac_pipeline_tests.test_assets.helpers import materialize_dataset, materialize_nouns, read_output
+
+
+def test_a_stray_image_beside_the_class_folders_is_counted_not_scored(data_dir):
+    drop = data_dir / "drops" / "stray"
+    rng = np.random.default_rng(0)
+    for name, (background, stripe) in TOY_CLASSES.items():
+        (drop / name).mkdir(parents=True)
+        for i in range(10):
+            toy_image(rng, background, stripe).save(drop / name / f"{i}.png")
+    toy_image(rng, (0, 0, 0), (255, 255, 255)).save(drop / "cover.png")  # no class folder: no label
+    with instance_for_test() as instance:
+        materialize_nouns(data_dir, instance)
+        result = materialize_dataset(data_dir, instance, "stray")
+        assert result.success
+        event = instance.get_latest_materialization_event(AssetKey("metrics"))
+        metadata = {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+    assert (metadata["scored_images"], metadata["unlabelled_images"]) == (30, 1)
+    metrics = read_output(data_dir, "metrics", "stray").to_pandas()
+    assert metrics[["nmi", "acc", "ari"]].notna().all().all()
+    assert set(metrics["n_images"]) == {31}
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "metrics_present"]
+    assert check.passed and "1 unlabelled image(s) not scored" in check.description
