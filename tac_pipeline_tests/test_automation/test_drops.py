@@ -17,10 +17,9 @@ from dagster import (
     instance_for_test,
 )
 
-from tac_pipeline.assets.embeddings import noun_code_version
-from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.definitions import build_definitions
+from tac_pipeline.drops import drop_manifest
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_assets.helpers import (
     materialize_dataset,
@@ -43,17 +42,18 @@ def age(path, seconds: float = 120.0) -> None:
 
 @pytest.fixture
 def automation(data_dir):
-    version = noun_code_version(tiny_encoder().identity())
     defs = build_definitions(data_dir, encoder=tiny_encoder(), device="cpu")
-    sensor = build_drops_sensor(data_dir, version, settle_seconds=SETTLE)
-    schedule = build_recluster_schedule(data_dir, version, settle_seconds=SETTLE)
+    sensor = build_drops_sensor(settle_seconds=SETTLE)
+    schedule = build_recluster_schedule(settle_seconds=SETTLE)
     with instance_for_test() as instance:
         yield data_dir, instance, defs, sensor, schedule
 
 
 def tick(sensor, instance, defs, cursor) -> SensorResult:
     """One evaluation, as the daemon's tick would see it (new partitions and runs in one result)."""
-    context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources={"tac_data": defs.resources["tac_data"]}
+    )
     result = sensor(context)
     assert isinstance(result, SensorResult)
     return result
@@ -144,7 +144,10 @@ def test_schedule_reclusters_only_changed_drops(automation):
 
     def evaluate():
         context = build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC)
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC),
+            resources={"tac_data": defs.resources["tac_data"]},
+            repository_def=defs.get_repository_def(),
         )
         return schedule(context)
 
