@@ -7,7 +7,9 @@ needs the manifest digest, and explicit run keys make every request traceable in
 - The **sensor** reacts within its interval: a new folder adds its partition and requests a run; a known
   drop whose manifest digest differs from the one in the sensor's cursor requests a run for that partition
   only; an unchanged drop never triggers; a drop still being copied (a file or folder modified within the
-  settle interval) waits for a later tick.
+  settle interval) waits for a later tick. A drop none of whose folders changed since the last tick is not
+  walked again (:func:`tac_pipeline.drops.manifest.watched_drop_manifest`: files rewritten in place are
+  left to the schedule).
 - The **schedule** (nightly by default) re-clusters every partition whose drop differs from the digest its
   last ``image_embeddings`` materialization recorded, and nothing else — a safety net for operators who keep
   the sensor off, or for drops changed while it was.
@@ -40,10 +42,10 @@ from dagster import (
     sensor,
 )
 
-from tac_pipeline.drops import discover_dataset_keys, drop_manifest
+from tac_pipeline.drops import discover_dataset_keys, drop_manifest, watched_drop_manifest
 from tac_pipeline.jobs import DATASET_ASSET_KEYS, IMAGE_ASSET_KEY, NOUN_ASSET_KEY, drops_job
 from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.paths import drops_dir
+from tac_pipeline.paths import cache_dir, drops_dir
 from tac_pipeline.resources.data import TacDataResource
 
 NOUN_ASSET = NOUN_ASSET_KEY
@@ -136,7 +138,9 @@ def build_drops_sensor(
             )
         requests, waiting = [], []
         for key in keys:
-            manifest = drop_manifest(drops_dir(data_dir) / key)
+            # Only a drop whose folders changed (or that was still settling) is walked file by file.
+            state = cache_dir(data_dir) / "drops_sensor" / f"{key}.json"
+            manifest = watched_drop_manifest(drops_dir(data_dir) / key, state, settle_seconds)
             if manifest.settling(settle_seconds):
                 waiting.append(key)
                 continue

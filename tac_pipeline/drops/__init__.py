@@ -4,7 +4,8 @@ embeddings), with an optional ``dataset.toml``.
 - :mod:`~tac_pipeline.drops.keys`: which folder names are dataset keys (validated before they become paths)
   and which drops exist;
 - :mod:`~tac_pipeline.drops.manifest`: a drop's manifest (every file's path, size and mtime) and its digest,
-  which the sensor, the schedule and ``image_embeddings`` compare;
+  which the sensor, the schedule and ``image_embeddings`` compare (the sensor's cheap per-tick check:
+  :func:`watched_drop_manifest`);
 - :func:`drop_settings` and :func:`list_drop_images`: the entry points to the drop's ``dataset.toml``
   (:mod:`tac_pipeline.settings`) and to its images (:mod:`tac_pipeline.encoders`).
 
@@ -25,7 +26,7 @@ from tac_pipeline.drops.keys import (
     drop_path,
     validate_dataset_key,
 )
-from tac_pipeline.drops.manifest import DropManifest, drop_manifest
+from tac_pipeline.drops.manifest import DropManifest, WatchedManifest, drop_manifest, watched_drop_manifest
 from tac_pipeline.settings import DatasetSettings, load_dataset_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +42,8 @@ __all__ = [
     "drop_settings",
     "list_drop_images",
     "validate_dataset_key",
+    "WatchedManifest",
+    "watched_drop_manifest",
 ]
 
 
