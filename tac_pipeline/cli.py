@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tac_pipeline.assets import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.demo_data import write_digits_drop
-from tac_pipeline.partitions import InvalidDatasetKeyError, datasets_partitions, drop_path
+from tac_pipeline.drops import InvalidDatasetKeyError, drop_path
+from tac_pipeline.jobs import DATASET_ASSETS, NOUN_ASSET
+from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import store_dir
 
 
