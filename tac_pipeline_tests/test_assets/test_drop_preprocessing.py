@@ -89,7 +89,7 @@ def _embed(data_dir, instance, key):
 
 
 def test_resize_reaches_the_transform_and_changing_it_encodes_again(data_dir, monkeypatch):
-    import tac_pipeline.encoders.images as images
+    import tac_pipeline.encoders.images.reader as images
 
     drop = data_dir / "drops" / "toy"
     n = write_toy_drop(drop, train=3, test=2)

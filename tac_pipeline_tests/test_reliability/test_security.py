@@ -321,7 +321,7 @@ def test_checkpoint_with_a_malicious_pickle_is_refused_and_never_runs(tmp_path, 
     marker.unlink()
 
     with pytest.raises(EncoderUnavailableError, match="refusing to unpickle") as info:
-        ClipEncoder(TINY_MODEL_NAME, checkpoint=path, device="cpu")
+        ClipEncoder.from_pretrained(TINY_MODEL_NAME, checkpoint=path, device="cpu")
     assert str(path) in str(info.value)
     assert not marker.exists()
 
