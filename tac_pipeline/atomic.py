@@ -1,16 +1,32 @@
-"""Atomic file writes: write a temporary sibling, flush it to disk, then rename it over the target.
+"""Atomic writes, in one place: files and Parquet tables (a temporary sibling, flushed to disk, then renamed
+over the target) and folders (filled under a hidden sibling name, then renamed into place).
 
 A crash mid-write leaves the previous file untouched; concurrent writers resolve as last-writer-wins, each
-rename publishing a complete file. A writer killed outright leaves its hidden ``.<name>.<uuid>.tmp``
-behind, which nothing reads.
+rename publishing a complete file. A writer killed outright leaves its hidden ``.<name>.<uuid>.tmp`` (or
+``.<name>.<uuid>.staging`` folder) behind, which nothing reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
-from collections.abc import Callable
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+    from upath import UPath
+
+__all__ = [
+    "atomic_write",
+    "publish_folder",
+    "staging_folder",
+    "write_bytes_atomically",
+    "write_parquet_atomically",
+]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
@@ -28,3 +44,44 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_bytes_atomically(data: bytes, path: str | os.PathLike[str]) -> None:
+    """Write ``data`` to ``path`` atomically: readers never see half a file."""
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | str) -> None:
+    """Write ``table`` as Parquet to ``path`` atomically (local files: :func:`atomic_write`; object stores
+    publish a put atomically, so there is no rename to do)."""
+    import pyarrow.parquet as pq
+    from upath import UPath
+
+    path = UPath(path)
+    if getattr(path, "protocol", "") not in ("", "file", "local"):
+        with path.open("wb") as handle:
+            pq.write_table(table, handle)
+        return
+    local = os.fspath(path.path if hasattr(path, "path") else path)
+    atomic_write(local, lambda handle: pq.write_table(table, handle))
+
+
+@contextlib.contextmanager
+def staging_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new, empty hidden sibling of ``target`` to fill; removed on leaving unless :func:`publish_folder`
+    moved it into place (so an error or an early return never leaves a half-built folder under ``target``)."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.staging")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Put a filled :func:`staging_folder` in place of ``target`` (whatever ``target`` held is removed first)."""
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)

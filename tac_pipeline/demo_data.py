@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tac_pipeline.atomic import atomic_write
+
 
 def write_digits_drop(
     target: str | os.PathLike[str], *, size: int = 64, limit: int | None = None, overwrite: bool = False
@@ -34,7 +36,7 @@ def write_digits_drop(
         pixels = np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8)
         picture = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.NEAREST)
         path = folder / f"{index:04d}.png"
-        tmp = path.with_name(f".{path.name}.tmp")
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)  # a sensor never sees half a PNG
+        atomic_write(
+            path, lambda handle, picture=picture: picture.save(handle, format="PNG")
+        )  # never half a PNG
     return len(images)

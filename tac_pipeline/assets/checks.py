@@ -37,20 +37,18 @@ from tac_pipeline.assets.common import METHODS, report_indices
 from tac_pipeline.messages import listed
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.tables import column_matrix
+from tac_pipeline.tac.validation import row_norms
 
-#: float32 embeddings are normalised to about 1e-7; anything beyond this is a real defect.
-UNIT_NORM_TOLERANCE = 1e-3
 SCORES = ("nmi", "acc", "ari")
 
 
 def embeddings_check(table: pa.Table, column: str = "embedding") -> AssetCheckResult:
-    """Every row finite and of unit L2 norm (within :data:`UNIT_NORM_TOLERANCE`)."""
+    """Every row finite and of unit L2 norm (the row rule of :mod:`tac_pipeline.tac.validation`)."""
     x = column_matrix(table, column, dtype=np.float32)
-    finite = np.isfinite(x).all(axis=1)
-    norms = np.linalg.norm(np.where(np.isfinite(x), x, 0.0), axis=1)
-    off = np.flatnonzero(finite & (np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE))
-    bad = np.flatnonzero(~finite)
-    deviation = float(np.abs(norms[finite] - 1.0).max()) if finite.any() else 0.0
+    rows = row_norms(x)
+    off = np.flatnonzero(rows.off_unit)
+    bad = np.flatnonzero(rows.non_finite)
+    deviation = rows.max_deviation
     problems = []
     if len(bad):
         problems.append(f"{len(bad)} row(s) hold NaN or infinite values (rows {listed(bad)})")

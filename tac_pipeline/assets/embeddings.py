@@ -13,8 +13,9 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from tac_pipeline.assets.checks import UNIT_NORM_TOLERANCE, embeddings_check, embeddings_check_spec
+from tac_pipeline.assets.checks import embeddings_check, embeddings_check_spec
 from tac_pipeline.assets.common import dataset_asset, previous_output
+from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
@@ -23,8 +24,8 @@ from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
 from tac_pipeline.paths import skipped_files_report
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
-from tac_pipeline.resources.io_manager import write_parquet_atomically
 from tac_pipeline.tables import column_matrix, embedding_array
+from tac_pipeline.tac.validation import row_norms
 
 #: Bump when the asset's computation changes; the encoder identity is appended at definition time.
 CODE_VERSION = "1"
@@ -169,9 +170,7 @@ def embed_part(
     if plan.reuse:
         old = column_matrix(previous, "embedding")
         # A previous table that failed its finite-and-unit-norm check is still stored: re-encode its bad rows.
-        sound = np.isfinite(old).all(axis=1) & (
-            np.abs(np.linalg.norm(np.nan_to_num(old), axis=1) - 1) <= UNIT_NORM_TOLERANCE
-        )
+        sound = row_norms(old).sound
         bad = [i for i, row in plan.reuse if not sound[row]]
         if bad:
             log.warning(f"{len(bad)} previous embedding(s) are not finite or not unit-norm: re-encoding them")
@@ -192,6 +191,7 @@ def embed_part(
                 num_workers=clip_encoder.num_workers,
                 logger=log,
                 resize=resize,
+                content_hashes=[hashes[i] for i in plan.encode],  # each file is hashed once per run
             )
         for j, index in enumerate(encoded.indices):
             rows[positions[plan.encode[int(index)]]] = (encoded.content_hashes[j], encoded.embeddings[j])

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from dagster import MetadataValue
 
-from tac_pipeline.atomic import atomic_write
+from tac_pipeline.atomic import write_bytes_atomically
 from tac_pipeline.drops import validate_dataset_key
 from tac_pipeline.paths import store_dir
 from tac_pipeline.tac.naming import cluster_names, cluster_noun_counts
@@ -57,11 +57,6 @@ def figure_path(data_root: str | os.PathLike[str], asset: str, partition: str | 
             raise ValueError(f"figure path component {part!r} must match {_NAME_RE.pattern}")
     key = "_" if partition is None else validate_dataset_key(partition)
     return store_dir(data_root) / FIGURES_DIR / asset / key / f"{name}.png"
-
-
-def write_bytes_atomically(data: bytes, path: str | os.PathLike[str]) -> None:
-    """Write ``data`` to ``path`` atomically: readers never see half a file."""
-    atomic_write(path, lambda handle: handle.write(data))
 
 
 def render_png(fig: Figure, *, dpi: int = DPI, max_bytes: int = MAX_FIGURE_BYTES) -> bytes:

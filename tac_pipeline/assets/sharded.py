@@ -48,13 +48,13 @@ from tac_pipeline.assets.embeddings import (
     previous_embeddings,
     resize_label,
 )
+from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import intermediate_dir, skipped_files_report
 from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
-from tac_pipeline.resources.io_manager import write_parquet_atomically
 
 SHARD_IO_MANAGER = "shard_io_manager"
 #: Schema-metadata key of a :class:`ShardPlan` stored as Parquet.

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tac_pipeline.atomic import atomic_write
+from tac_pipeline.atomic import publish_folder, staging_folder, write_parquet_atomically
 from tac_pipeline.paths import cache_dir, data_root
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,10 @@ def _load_lemmas(data_dir, *, nltk_paths, system_dirs, download, download_timeou
         )  # fmt: skip
     logger.info("Loaded %d WordNet noun lemmas from %s.", len(frame), source)
     if use_cache:
-        _write_parquet_atomically(frame, cache, metadata={"source": source})
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        write_parquet_atomically(
+            table.replace_schema_metadata({**(table.schema.metadata or {}), "source": source}), cache
+        )
     return frame
 
 
@@ -264,16 +267,13 @@ def build_nltk_corpus(system_dir: str | os.PathLike[str], nltk_data_dir: str | o
     target = Path(nltk_data_dir) / "corpora" / "wordnet"
     if (target / "lexnames").is_file() and all((target / n).is_file() for n in _REQUIRED_DB_FILES):
         return target
-    staging = target.with_name(f".wordnet.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for source in Path(system_dir).iterdir():
-        if source.is_file():  # follows a packaged symlink to its file, skips bin/ and pixmaps/
-            shutil.copyfile(source, staging / source.name)
-    if not (staging / "lexnames").is_file():
-        (staging / "lexnames").write_text(lexnames_text(), encoding="ascii")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    with staging_folder(target) as staging:
+        for source in Path(system_dir).iterdir():
+            if source.is_file():  # follows a packaged symlink to its file, skips bin/ and pixmaps/
+                shutil.copyfile(source, staging / source.name)
+        if not (staging / "lexnames").is_file():
+            (staging / "lexnames").write_text(lexnames_text(), encoding="ascii")
+        publish_folder(staging, target)
     return target
 
 
@@ -304,25 +304,23 @@ def _unpack_zip(archive: Path) -> Path | None:
     folder = archive.with_suffix("")
     if (folder / "data.noun").is_file():
         return folder
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            staging = archive.with_name(f".wordnet.unzip-{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
-            for member in zf.infolist():
-                name = Path(member.filename)
-                # Only plain files directly inside wordnet/: no absolute paths, no traversal.
-                if member.is_dir() or len(name.parts) != 2 or name.parts[0] != "wordnet":
-                    continue
-                staging.mkdir(parents=True, exist_ok=True)
-                (staging / name.name).write_bytes(zf.read(member))
-    except (OSError, zipfile.BadZipFile) as exc:
-        log.warning("Ignoring unreadable %s (%s).", archive, exc)
-        return None
-    if not (staging / "data.noun").is_file():
-        return None
-    if not (staging / "lexnames").is_file():
-        (staging / "lexnames").write_text(lexnames_text(), encoding="ascii")
-    os.replace(staging, folder)
+    with staging_folder(folder) as staging:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.infolist():
+                    name = Path(member.filename)
+                    # Only plain files directly inside wordnet/: no absolute paths, no traversal.
+                    if member.is_dir() or len(name.parts) != 2 or name.parts[0] != "wordnet":
+                        continue
+                    (staging / name.name).write_bytes(zf.read(member))
+        except (OSError, zipfile.BadZipFile) as exc:
+            log.warning("Ignoring unreadable %s (%s).", archive, exc)
+            return None
+        if not (staging / "data.noun").is_file():
+            return None
+        if not (staging / "lexnames").is_file():
+            (staging / "lexnames").write_text(lexnames_text(), encoding="ascii")
+        publish_folder(staging, folder)
     return folder
 
 
@@ -370,10 +368,3 @@ def _nltk_download(download_dir: Path, timeout: float) -> str | None:
         lines = (done.stderr or done.stdout or "").strip().splitlines()
         return f"failed ({lines[-1] if lines else f'exit status {done.returncode}'})"
     return None
-
-
-def _write_parquet_atomically(frame: pd.DataFrame, path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    atomic_write(path, lambda handle: pq.write_table(table, handle))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image
 
+from tac_pipeline.atomic import publish_folder, staging_folder
 from tac_pipeline.messages import listed
 from tac_pipeline.paths import data_root, drops_dir
 from tac_pipeline.reproduce.catalog import PAPER_DATASETS, PaperDataset, dataset_listing
@@ -132,21 +133,16 @@ def prepare_drop(
         )
         splits, image_root = read_source(dataset.kind, root), None
 
-    staging = target.with_name(f".{dataset.name}.preparing-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    count = _write_splits(staging, splits) if splits is not None else None
-    (staging / "dataset.toml").write_text(_settings_toml(dataset, image_root), encoding="utf-8")
-    (staging / PREPARED_MARKER).write_text(json.dumps(stamp), encoding="utf-8")
-    if target.exists():
+    with staging_folder(target) as staging:
+        count = _write_splits(staging, splits) if splits is not None else None
+        (staging / "dataset.toml").write_text(_settings_toml(dataset, image_root), encoding="utf-8")
+        (staging / PREPARED_MARKER).write_text(json.dumps(stamp), encoding="utf-8")
         # Only a drop this command prepared is replaced; anything else under that name is the user's.
-        if not (target / PREPARED_MARKER).exists() and any(target.iterdir()):
-            shutil.rmtree(staging, ignore_errors=True)
+        if target.exists() and not (target / PREPARED_MARKER).exists() and any(target.iterdir()):
             raise SourceError(
                 f"{target} already exists and was not prepared by make reproduce: move it away first"
             )
-        shutil.rmtree(target)
-    os.replace(staging, target)
+        publish_folder(staging, target)
     return target, count
 
 

@@ -7,7 +7,6 @@ columns stay fixed-size list<float32> with no per-row Python objects.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
@@ -25,27 +24,11 @@ from dagster import (
 from pydantic import Field
 from upath import UPath
 
-from tac_pipeline.atomic import atomic_write
+from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import validate_dataset_key
 from tac_pipeline.tables import is_vector_type
 
 PREVIEW_ROWS = 5
-
-
-def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | str) -> None:
-    """Write to a temporary sibling, flush it to disk, then rename over ``path``.
-
-    A crash mid-write leaves the previous file untouched; concurrent writers resolve as last-writer-wins,
-    each rename replacing a complete file.
-    """
-    path = UPath(path)
-    if getattr(path, "protocol", "") not in ("", "file", "local"):
-        # Object stores publish a put atomically; there is no rename to do.
-        with path.open("wb") as handle:
-            pq.write_table(table, handle)
-        return
-    local = os.fspath(path.path if hasattr(path, "path") else path)
-    atomic_write(local, lambda handle: pq.write_table(table, handle))
 
 
 def as_table(obj: Any) -> pa.Table:

@@ -1,6 +1,14 @@
-"""Input checks for embedding matrices: shape, finiteness, non-zero norm."""
+"""Input checks for embedding matrices: shape, finiteness, non-zero norm, unit norm.
+
+The rule for a row, in one place: it is *non-finite* when any value is NaN or infinite; its norm is the L2 norm
+of its values with the non-finite ones counted as 0; it has *zero norm* at or below :data:`ZERO_NORM` (no
+direction to compare by cosine); it is *unit-norm* within :data:`UNIT_NORM_TOLERANCE`. :func:`row_norms` applies
+it (the stored-embeddings checks, the reuse of stored rows); :func:`validate_embeddings` raises on it.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -8,6 +16,62 @@ import torch
 from tac_pipeline.messages import listed
 
 from .device import ArrayLike, host_array
+
+#: float32 embeddings are normalised to about 1e-7; a row further than this from norm 1 is a real defect.
+UNIT_NORM_TOLERANCE = 1e-3
+#: A row of this norm or less has no direction.
+ZERO_NORM = 1e-12
+
+
+def _as_float32_tensor(x: ArrayLike) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float32)
+    return torch.from_numpy(host_array(x, dtype=np.float32))
+
+
+def _nonfinite_and_norms(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a 2-D tensor, on its device: (has a NaN or inf, L2 norm with those values counted as 0)."""
+    nonfinite = (~torch.isfinite(t)).any(dim=1)
+    norms = torch.linalg.vector_norm(torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0), dim=1)
+    return nonfinite, norms
+
+
+@dataclass(frozen=True)
+class RowNorms:
+    """The rule of this module applied to every row of an ``(N, d)`` matrix (host numpy arrays)."""
+
+    non_finite: np.ndarray  #: bool ``(N,)``
+    norms: np.ndarray  #: float32 ``(N,)``, non-finite values counted as 0
+
+    @property
+    def zero(self) -> np.ndarray:
+        """Finite rows of (near) zero norm."""
+        return ~self.non_finite & (self.norms <= ZERO_NORM)
+
+    @property
+    def off_unit(self) -> np.ndarray:
+        """Finite rows whose norm is not 1 (within :data:`UNIT_NORM_TOLERANCE`)."""
+        return ~self.non_finite & (np.abs(self.norms - 1.0) > UNIT_NORM_TOLERANCE)
+
+    @property
+    def sound(self) -> np.ndarray:
+        """Rows that are finite and unit-norm."""
+        return ~self.non_finite & ~self.off_unit
+
+    @property
+    def max_deviation(self) -> float:
+        """The largest distance of a finite row's norm from 1 (0 without finite rows)."""
+        finite = ~self.non_finite
+        return float(np.abs(self.norms[finite] - 1.0).max()) if finite.any() else 0.0
+
+
+def row_norms(x: ArrayLike) -> RowNorms:
+    """Apply the row rule to an ``(N, d)`` matrix (numpy or torch, any device; one host round-trip)."""
+    t = _as_float32_tensor(x)
+    if t.ndim != 2:
+        raise ValueError(f"expected a 2-D (N, d) matrix, got shape {tuple(t.shape)}")
+    nonfinite, norms = _nonfinite_and_norms(t)
+    return RowNorms(non_finite=nonfinite.cpu().numpy(), norms=norms.cpu().numpy())
 
 
 def _describe_rows(bad: np.ndarray, n_rows: int, what: str, name: str) -> str:
@@ -31,18 +95,14 @@ def validate_embeddings(x: ArrayLike, name: str = "embeddings") -> ArrayLike:
             rows of zero norm (same), since they have no direction to compare by cosine.
     """
     is_tensor = isinstance(x, torch.Tensor)
-    if is_tensor:
-        t = x.detach().to(torch.float32)
-    else:
-        t = torch.from_numpy(host_array(x, dtype=np.float32))
+    t = _as_float32_tensor(x)
     if t.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D (N, d) matrix, got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name}: expected a non-empty (N, d) matrix, got shape {tuple(t.shape)}")
     # One host round-trip for both checks: this runs once per call, never inside a training loop.
-    nonfinite = (~torch.isfinite(t)).any(dim=1)
-    norms = torch.linalg.vector_norm(torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0), dim=1)
-    flags = torch.stack([nonfinite, (norms <= 1e-12) & ~nonfinite]).cpu().numpy()
+    nonfinite, norms = _nonfinite_and_norms(t)
+    flags = torch.stack([nonfinite, (norms <= ZERO_NORM) & ~nonfinite]).cpu().numpy()
     if flags[0].any():
         raise ValueError(_describe_rows(flags[0], t.shape[0], "contain non-finite values (NaN or inf)", name))
     if flags[1].any():

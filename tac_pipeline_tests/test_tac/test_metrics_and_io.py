@@ -68,6 +68,28 @@ class TestValidation:
         with pytest.raises(ValueError, match="2-D"):
             validate_embeddings(np.ones(3))
 
+    def test_row_rule_sorts_every_row_once(self):
+        from tac_pipeline.tac.validation import UNIT_NORM_TOLERANCE, row_norms
+
+        x = np.array(
+            [
+                [0.6, 0.8],  # unit
+                [np.nan, 1.0],  # non-finite (its norm counts the finite value only)
+                [0.0, 0.0],  # zero
+                [0.0, 1.0 + 2 * UNIT_NORM_TOLERANCE],  # off unit
+                [0.0, 1.0 + UNIT_NORM_TOLERANCE / 2],  # unit within the tolerance
+            ]
+        )
+        for matrix in (x, torch.tensor(x)):
+            rows = row_norms(matrix)
+            assert rows.non_finite.tolist() == [False, True, False, False, False]
+            assert rows.zero.tolist() == [False, False, True, False, False]
+            assert rows.off_unit.tolist() == [False, False, True, True, False]
+            assert rows.sound.tolist() == [True, False, False, False, True]
+            assert rows.norms[1] == pytest.approx(1.0)
+            assert rows.max_deviation == pytest.approx(1.0)  # the zero row
+        assert row_norms(np.zeros((0, 4))).max_deviation == 0.0
+
 
 class TestDevice:
     def test_auto(self):

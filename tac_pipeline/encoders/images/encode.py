@@ -55,12 +55,14 @@ def encode_drop(
     max_image_pixels: int | None = None,
     start_method: str | None = None,
     resize: int | None = None,
+    content_hashes: Sequence[str | None] | None = None,
 ) -> EncodedImages:
     """Decode (worker processes) and embed (``encoder``) a drop, overlapping the two.
 
     Workers keep decoding ahead while the encoder embeds the batch that arrived; uint8 pixels are normalised
     on the encoder's device. Returns L2-normalised float32 embeddings, one row per decodable image.
     ``resize``: the short side before the centre crop (default: the model's own, its crop size).
+    ``content_hashes``: the sha256 of each record where the caller already has it (not computed again).
     """
     listing_skipped: list[tuple[str, str]] = []
     if isinstance(records, DropListing):
@@ -85,6 +87,7 @@ def encode_drop(
         max_image_pixels=max_image_pixels,
         output="uint8" if spec is not None else "float32",
         start_method=start_method,
+        content_hashes=content_hashes,
     )
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []

@@ -88,6 +88,7 @@ class ImageReader:
         max_image_pixels: int | None = None,
         output: str = "float32",
         start_method: str | None = None,
+        content_hashes: Sequence[str | None] | None = None,
     ) -> None:
         if output not in ("float32", "uint8"):
             raise ValueError("output must be 'float32' or 'uint8'")
@@ -103,6 +104,9 @@ class ImageReader:
                 self._paths.append(item)
                 self._names.append(id_component(os.fsdecode(item)))
         self.n_total = len(self._paths)
+        if content_hashes is not None and len(content_hashes) != self.n_total:
+            raise ValueError(f"content_hashes: {len(content_hashes)} given for {self.n_total} images")
+        self._known = None if content_hashes is None else list(content_hashes)
         spec = PreprocessSpec.from_transform(preprocess)
         if spec is None and not callable(preprocess):
             raise TypeError(
@@ -160,15 +164,13 @@ class ImageReader:
         ctx = multiprocessing.get_context(self._start_method)
         return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
+    def _chunk(self, start: int, stop: int, use_shm: bool = False) -> tuple[Any, ...]:
+        """The arguments of :func:`decode_chunk` for the files ``start:stop``."""
+        known = None if self._known is None else self._known[start:stop]
+        return (start, self._paths[start:stop], self._worker_preprocess, self._max_pixels, use_shm, known)
+
     def _submit(self, executor: cf.ProcessPoolExecutor, start: int, stop: int) -> cf.Future[ChunkResult]:
-        return executor.submit(
-            decode_chunk,
-            start,
-            self._paths[start:stop],
-            self._worker_preprocess,
-            self._max_pixels,
-            self._use_shm,
-        )
+        return executor.submit(decode_chunk, *self._chunk(start, stop, self._use_shm))
 
     def _isolate(self, start: int, stop: int) -> ChunkResult:
         """A chunk whose worker died: run its files one at a time in a private worker, so the file that kills
@@ -181,9 +183,7 @@ class ImageReader:
         try:
             for i in range(start, stop):
                 try:
-                    res = executor.submit(
-                        decode_chunk, i, [self._paths[i]], self._worker_preprocess, self._max_pixels
-                    ).result()
+                    res = executor.submit(decode_chunk, *self._chunk(i, i + 1)).result()
                 except BrokenProcessPool:
                     skipped.append((i - start, "decoder process died on this file (crash or out of memory)"))
                     executor.shutdown(wait=False, cancel_futures=True)
@@ -204,7 +204,7 @@ class ImageReader:
         bounds = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
         if self.num_workers == 0:
             for start, stop in bounds:
-                yield decode_chunk(start, self._paths[start:stop], self._worker_preprocess, self._max_pixels)
+                yield decode_chunk(*self._chunk(start, stop))
             return
         window = self.num_workers * 2 + 1
         next_chunk = 0
@@ -326,7 +326,8 @@ def read_images(
     ``Image.MAX_IMAGE_PIXELS`` at call time. Progress (count and images/s) goes to ``logger.info`` every
     ``progress_every`` seconds, plus a summary at the end. ``options`` are :class:`ImageReader`'s keywords:
     ``num_workers``, ``batch_size`` (256), ``logger``, ``progress_every`` (10 s), ``max_image_pixels``,
-    ``output`` (``"float32"`` or ``"uint8"``), ``start_method``.
+    ``output`` (``"float32"`` or ``"uint8"``), ``start_method``, ``content_hashes`` (the sha256 of each input
+    already known to the caller, or None per file: those files are not hashed again).
     """
     items = records_or_paths.records if isinstance(records_or_paths, DropListing) else records_or_paths
     return ImageReader(items, preprocess, **options)
