@@ -52,7 +52,7 @@ from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import intermediate_dir, skipped_files_report
-from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
+from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import remove_tree, write_parquet_atomically
 
@@ -226,7 +226,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
     def shard_op(index: int):
         @op(
             name=f"embed_image_shard_{index}",
-            tags={GPU_TAG: "true"},
+            tags=gpu_step_tags(),
             out=Out(io_manager_key=SHARD_IO_MANAGER),
             description=f"Embed slice {index} of the drop listing (reusing unchanged files' rows).",
         )
