@@ -26,6 +26,7 @@ __all__ = [
     "staging_folder",
     "write_bytes_atomically",
     "write_parquet_atomically",
+    "write_to_store",
 ]
 
 
@@ -46,24 +47,31 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             os.unlink(tmp)
 
 
-def write_bytes_atomically(data: bytes, path: str | os.PathLike[str]) -> None:
-    """Write ``data`` to ``path`` atomically: readers never see half a file."""
-    atomic_write(path, lambda handle: handle.write(data))
-
-
-def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | str) -> None:
-    """Write ``table`` as Parquet to ``path`` atomically (local files: :func:`atomic_write`; object stores
-    publish a put atomically, so there is no rename to do)."""
-    import pyarrow.parquet as pq
+def write_to_store(path: UPath | os.PathLike[str] | str, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace ``path`` (local or any fsspec store) with what ``write(handle)`` writes, never
+    exposing half a file: locally through :func:`atomic_write`; object stores publish a put atomically, so
+    there is no rename to do."""
     from upath import UPath
 
     path = UPath(path)
     if getattr(path, "protocol", "") not in ("", "file", "local"):
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as handle:
-            pq.write_table(table, handle)
+            write(handle)
         return
-    local = os.fspath(path.path if hasattr(path, "path") else path)
-    atomic_write(local, lambda handle: pq.write_table(table, handle))
+    atomic_write(os.fspath(path.path if hasattr(path, "path") else path), write)
+
+
+def write_bytes_atomically(data: bytes, path: UPath | os.PathLike[str] | str) -> None:
+    """Write ``data`` to ``path`` (local or fsspec) atomically: readers never see half a file."""
+    write_to_store(path, lambda handle: handle.write(data))
+
+
+def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | str) -> None:
+    """Write ``table`` as Parquet to ``path`` (local or fsspec) through :func:`write_to_store`."""
+    import pyarrow.parquet as pq
+
+    write_to_store(path, lambda handle: pq.write_table(table, handle))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ from tac_pipeline.demo_data import write_digits_drop
 from tac_pipeline.drops import InvalidDatasetKeyError, drop_path
 from tac_pipeline.jobs import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.paths import store_dir
 
 
 class ClusterError(RuntimeError):
@@ -87,7 +86,22 @@ def _nouns_current(instance, env: dict[str, str]) -> bool:
     from tac_pipeline.resources.compute import encoder_from_env
 
     version = noun_code_version(encoder_from_env(env).identity(), vocabulary_from_env(env))
-    return nouns_current(instance, version) and (store_dir() / f"{NOUN_ASSET}.parquet").exists()
+    return nouns_current(instance, version) and _stored_file_exists(instance, NOUN_ASSET)
+
+
+def _stored_file_exists(instance, asset: str, partition: str | None = None) -> bool:
+    """True when the file the asset's latest materialization recorded is still there."""
+    from tac_pipeline.resources.io_manager import stored_path
+
+    path = stored_path(instance, asset, partition)
+    return path is not None and path.exists()
+
+
+def _stored_metrics(instance, dataset: str):
+    """The dataset's metrics table, read from where its materialization recorded it."""
+    from tac_pipeline.resources.io_manager import read_stored_table
+
+    return read_stored_table(instance, "metrics", dataset)
 
 
 #: How many skipped files the shell lists before it points at the full report.
@@ -137,7 +151,7 @@ def cluster(
             print(f"\n{summary}", file=sys.stderr)
     from tac_pipeline.assets.results import metrics_markdown
 
-    return metrics_markdown(pq.read_table(store_dir() / "metrics" / f"{dataset}.parquet"))
+    return metrics_markdown(_stored_metrics(instance, dataset))
 
 
 def _check_encoder(model: str | None, pretrained: str | None) -> str | None:
@@ -185,7 +199,7 @@ def reproduce(
     except ClusterError as exc:
         print(f"\nclustering failed:\n{exc}", file=sys.stderr)
         return 1
-    metrics = pq.read_table(store_dir() / "metrics" / f"{dataset.name}.parquet")
+    metrics = _stored_metrics(_instance(), dataset.name)
     smoke = (model or os.environ.get("TAC_CLIP_MODEL", "")) == "tac-tiny" or (
         pretrained or ""
     ).lower() == "none"

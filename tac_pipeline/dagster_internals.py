@@ -11,12 +11,10 @@ from __future__ import annotations
 from dagster._core.errors import raise_execution_interrupts
 from dagster._core.execution.plan.outputs import StepOutputHandle
 from dagster._core.execution.plan.state import KnownExecutionState
-from dagster._core.execution.retries import RetryMode
 from dagster._utils import iterate_with_context
 
 __all__ = [
     "KnownExecutionState",
-    "RetryMode",
     "StepOutputHandle",
     "iterate_with_context",
     "raise_execution_interrupts",

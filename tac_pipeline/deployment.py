@@ -64,6 +64,11 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise DeploymentError(f"{name} must be 1/true/yes or 0/false/no, not {raw!r}")
 
 
+def dask_gpu_resource_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``TAC_DASK_GPU_RESOURCE``: GPU steps ask Dask for one ``GPU`` resource."""
+    return _flag(os.environ if env is None else env, "TAC_DASK_GPU_RESOURCE")
+
+
 def deployment_from_env(env: Mapping[str, str] | None = None) -> Deployment:
     """The deployment described by ``TAC_EXECUTOR``, ``TAC_DASK_*`` and ``TAC_EMBED_SHARDS``."""
     env = os.environ if env is None else env
@@ -79,6 +84,6 @@ def deployment_from_env(env: Mapping[str, str] | None = None) -> Deployment:
         executor=executor,
         dask_scheduler=scheduler,
         dask_workers=_whole(env, "TAC_DASK_WORKERS", 2, 1, 512),
-        dask_gpu_resource=_flag(env, "TAC_DASK_GPU_RESOURCE"),
+        dask_gpu_resource=dask_gpu_resource_from_env(env),
         embed_shards=_whole(env, "TAC_EMBED_SHARDS", 1, 1, MAX_EMBED_SHARDS),
     )

@@ -1,50 +1,55 @@
-"""A Dask executor for cluster deployments (selected by ``TAC_EXECUTOR=dask``; see :mod:`tac_pipeline.deployment`).
+"""The Dask executor for cluster deployments (``TAC_EXECUTOR=dask``; see :mod:`tac_pipeline.deployment`).
 
-It builds on ``dagster-dask``: every step is a Dask task that runs ``execute_plan`` for that one step on a
-worker, in the worker's long-lived process (so no per-step Python start-up). Two differences from
-``dagster_dask.dask_executor``:
+It is dagster-dask's :class:`dagster_dask.DaskExecutor`, with its configuration (every cluster type it
+knows: ``existing``, ``local``, ``yarn``, ``ssh``, ``pbs``, ``moab``, ``sge``, ``lsf``, ``slurm``, ``oar``,
+``kube``), its worker function (``query_on_dask_worker``: ``execute_plan`` for one step in the worker's
+long-lived process) and its resource-requirements tag: a step tagged ``dagster-dask/resource_requirements``
+(the GPU steps, when ``TAC_DASK_GPU_RESOURCE=1``: :func:`tac_pipeline.resources.compute.gpu_step_tags`) runs
+only on workers that advertise those resources. Only the submission loop is this module's, for three fixes
+upstream lacks:
 
-- Task keys carry the run id. dagster-dask names a task ``<job>.<step>``, and Dask treats equal keys as the
+- **Task keys carry the run id.** Upstream names a task ``<job>.<step>``, and Dask treats equal keys as the
   same task, so two runs of ``cluster_dataset`` for two datasets at once would share results.
-- Steps tagged ``tac/gpu`` can ask for a Dask ``GPU`` resource (``gpu_resource``): they then run only on
-  workers started with ``--resources GPU=1``, one at a time per such worker.
-
-Cluster managers (dask-kubernetes, dask-jobqueue, dask-cloudprovider, ``dask scheduler`` / ``dask worker``)
-all end in a scheduler address; this executor connects to it (``existing``), or starts a ``LocalCluster``
-for the run (``local``).
+- **Fan-in inputs.** Upstream fixes the plan's known state before any step ran, so a step that collects
+  several upstream outputs (the shard concatenation) finds none of them ready and receives ``[]``; each task
+  here adds the outputs its upstream tasks reported.
+- **Current Dask.** Dask walks task arguments looking for futures, and Dagster's records refuse to be
+  iterated: the Dagster objects travel inside the task's callable, and its result is one opaque object.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
-from dagster import (
-    Executor,
-    Field,
-    Permissive,
-    Selector,
-    StringSource,
-    executor,
-    multiple_process_executor_requirements,
-)
+from dagster import Field, executor, multiple_process_executor_requirements
+from dagster_dask import dask_executor
+from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements, query_on_dask_worker
 
-from tac_pipeline.resources.compute import GPU_TAG
+#: Upstream's cluster types and the cluster manager each starts (``existing`` connects to an address).
+CLUSTER_MANAGERS = {
+    "local": "dask.distributed:LocalCluster",
+    "ssh": "dask.distributed:SSHCluster",
+    "yarn": "dask_yarn:YarnCluster",
+    "pbs": "dask_jobqueue:PBSCluster",
+    "moab": "dask_jobqueue:MoabCluster",
+    "sge": "dask_jobqueue:SGECluster",
+    "lsf": "dask_jobqueue:LSFCluster",
+    "slurm": "dask_jobqueue:SLURMCluster",
+    "oar": "dask_jobqueue:OARCluster",
+    "kube": "dask_kubernetes:KubeCluster",
+}
+_PACKAGES = {"dask_yarn": "dask-yarn", "dask_jobqueue": "dask-jobqueue", "dask_kubernetes": "dask-kubernetes"}
 
 
 class _StepTask:
-    """One step, run on a worker by dagster-dask's ``query_on_dask_worker``.
-
-    The Dagster objects travel inside this callable rather than as task arguments: Dask walks task
-    arguments looking for futures, and Dagster's records refuse to be iterated.
-    """
+    """One step, run on a worker by upstream's ``query_on_dask_worker``, with its upstream outputs ready."""
 
     def __init__(self, recon_job, dagster_run, run_config, step_key, instance_ref, known_state):
         self.args = (recon_job, dagster_run, run_config, [step_key], instance_ref)
         self.known_state = known_state
 
     def __call__(self, dependencies) -> _StepEvents:
-        from dagster_dask.executor import query_on_dask_worker
-
         known_state = with_ready_outputs(self.known_state, [d.events for d in dependencies])
         return _StepEvents(query_on_dask_worker(dependencies, *self.args, known_state))
 
@@ -62,11 +67,7 @@ class _StepEvents:
 
 
 def with_ready_outputs(known_state, upstream_events):
-    """``known_state`` plus the outputs the upstream steps yielded (their events are this task's inputs).
-
-    The plan's state is fixed when the tasks are submitted, before any step ran; without this, a step that
-    fans in several upstream outputs (the shard concatenation) would find none of them ready and get [].
-    """
+    """``known_state`` plus the outputs the upstream steps yielded (their events are this task's inputs)."""
     from tac_pipeline.dagster_internals import KnownExecutionState, StepOutputHandle
 
     ready = {
@@ -83,33 +84,29 @@ def with_ready_outputs(known_state, upstream_events):
     return known_state._replace(ready_outputs={*(known_state.ready_outputs or ()), *ready})
 
 
-class TacDaskExecutor(Executor):
-    def __init__(self, cluster_type: str, cluster_configuration: dict, gpu_resource: bool):
-        self.cluster_type = cluster_type
-        self.cluster_configuration = dict(cluster_configuration or {})
-        self.gpu_resource = gpu_resource
+def cluster_manager(cluster_type: str):
+    """The cluster-manager class of one of upstream's cluster types, or an error naming what to install."""
+    if cluster_type not in CLUSTER_MANAGERS:
+        raise ValueError(
+            f"unknown Dask cluster type {cluster_type!r}: use existing or one of {', '.join(CLUSTER_MANAGERS)}"
+        )
+    module, name = CLUSTER_MANAGERS[cluster_type].split(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        package = _PACKAGES.get(module, module)
+        raise ImportError(
+            f"the Dask cluster type {cluster_type!r} needs {package}: pip install {package}"
+        ) from exc
 
-    @property
-    def retries(self):
-        from tac_pipeline.dagster_internals import RetryMode
 
-        return RetryMode.DISABLED
+class TacDaskExecutor(DaskExecutor):
+    """Upstream's executor with run-scoped task keys and fan-in inputs (see the module docstring)."""
 
-    def step_resources(self, tags) -> dict[str, float]:
-        from dagster_dask.executor import get_dask_resource_requirements
-
-        resources = dict(get_dask_resource_requirements(tags))
-        if self.gpu_resource and tags.get(GPU_TAG) == "true":
-            resources.setdefault("GPU", 1)
-        return resources
-
-    def _cluster(self):
+    def _cluster(self, job_name: str):
         if self.cluster_type == "existing":
             return self.cluster_configuration["address"]
-        from dask.distributed import LocalCluster
-
-        # One thread per worker: Dagster's step execution is not thread-safe.
-        return LocalCluster(**{"threads_per_worker": 1, **self.cluster_configuration})
+        return cluster_manager(self.cluster_type)(**self.build_dict(job_name))
 
     def execute(self, plan_context, execution_plan) -> Iterator:
         import dask.distributed
@@ -122,7 +119,7 @@ class TacDaskExecutor(Executor):
                 "DAGSTER_HOME (with PostgreSQL storage when the workers run on other machines)"
             )
         run_id = plan_context.dagster_run.run_id
-        cluster = self._cluster()
+        cluster = self._cluster(plan_context.job_name)
         try:
             with dask.distributed.Client(cluster) as client:
                 futures, by_step = [], {}
@@ -146,7 +143,7 @@ class TacDaskExecutor(Executor):
                             task,
                             dependencies,
                             key=f"{plan_context.job_name}.{run_id}.{step.key}",
-                            resources=self.step_resources(step.tags) or None,
+                            resources=get_dask_resource_requirements(step.tags) or None,
                             pure=False,
                         )
                         futures.append(future)
@@ -162,42 +159,45 @@ class TacDaskExecutor(Executor):
 @executor(
     name="tac_dask_executor",
     requirements=multiple_process_executor_requirements(),
-    config_schema={
-        "cluster": Field(
-            Selector(
-                {
-                    "existing": Field(
-                        {"address": StringSource}, description="Connect to a running Dask scheduler."
-                    ),
-                    "local": Field(
-                        Permissive(),
-                        is_required=False,
-                        description="Start a distributed.LocalCluster for the run (its keyword arguments).",
-                    ),
-                }
-            ),
-            default_value={"local": {}},
-        ),
-        "gpu_resource": Field(
-            bool,
-            default_value=False,
-            description="Steps tagged tac/gpu ask for one Dask 'GPU' resource (workers: --resources GPU=1).",
-        ),
-    },
+    config_schema=dask_executor.config_schema,
 )
 def tac_dask_executor(init_context):
-    """Steps as tasks on a Dask cluster; see :mod:`tac_pipeline.executors`."""
-    config = init_context.executor_config
-    ((cluster_type, cluster_configuration),) = config["cluster"].items()
-    return TacDaskExecutor(cluster_type, cluster_configuration, config["gpu_resource"])
+    """Steps as tasks on a Dask cluster, configured as dagster-dask's ``dask`` executor is."""
+    ((cluster_type, cluster_configuration),) = init_context.executor_config["cluster"].items()
+    return TacDaskExecutor(cluster_type, cluster_configuration)
 
 
 def dask_executor_for(deployment):
-    """``tac_dask_executor`` configured from a :class:`~tac_pipeline.deployment.Deployment`."""
+    """``tac_dask_executor`` whose default cluster comes from a :class:`~tac_pipeline.deployment.Deployment`
+    (its scheduler address, or a ``LocalCluster`` of ``dask_workers`` processes); a run's config
+    ``execution: {config: {cluster: {<type>: {...}}}}`` may pick any other of upstream's cluster types."""
+    from tac_pipeline.deployment import DeploymentError, dask_gpu_resource_from_env
+
+    if deployment.dask_gpu_resource and not dask_gpu_resource_from_env():
+        raise DeploymentError(
+            "TAC_DASK_GPU_RESOURCE=1 must be set in the environment (of the code location, the daemon and every "
+            "worker): the GPU steps' Dask resource tag is read when the assets are imported"
+        )
     if deployment.dask_scheduler:
-        cluster = {"existing": {"address": deployment.dask_scheduler}}
+        default = {"existing": {"address": deployment.dask_scheduler}}
     else:
-        cluster = {"local": {"n_workers": deployment.dask_workers}}
+        default = {"local": {"n_workers": deployment.dask_workers}}
+    cluster_type = dask_executor.config_schema.as_field().config_type.fields["cluster"].config_type
+
+    def config_fn(config: dict) -> dict:
+        return {"cluster": config.get("cluster") or default}
+
     return tac_dask_executor.configured(
-        {"cluster": cluster, "gpu_resource": deployment.dask_gpu_resource}, name="tac_dask_executor"
+        config_fn,
+        name="tac_dask_executor",
+        config_schema={
+            "cluster": Field(
+                cluster_type,
+                is_required=False,
+                description=f"The Dask cluster (default {next(iter(default))}: {deployment.dask_scheduler or 'local'})."
+                " One of existing, "
+                + ", ".join(CLUSTER_MANAGERS)
+                + ", with its manager's keyword arguments.",
+            )
+        },
     )

@@ -19,7 +19,6 @@ def test_every_private_name_imports():
 def test_shapes_the_executor_relies_on():
     from tac_pipeline.dagster_internals import (
         KnownExecutionState,
-        RetryMode,
         StepOutputHandle,
         iterate_with_context,
         raise_execution_interrupts,
@@ -30,7 +29,6 @@ def test_shapes_the_executor_relies_on():
     state = KnownExecutionState()
     assert "ready_outputs" in state._fields
     assert set(state._replace(ready_outputs={handle}).ready_outputs) == {handle}
-    assert RetryMode.DISABLED
     assert callable(iterate_with_context) and callable(raise_execution_interrupts)
     assert list(inspect.signature(iterate_with_context).parameters)[:2] == ["context_fn", "iterator"]
 

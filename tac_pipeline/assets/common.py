@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, OpExecutionContext, asset
 
 from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.resources.compute import GPU_TAG
+from tac_pipeline.resources.compute import gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
 from tac_pipeline.tables import column_matrix
@@ -30,7 +30,7 @@ def dataset_asset(group: str, description: str, *, gpu: bool = False, code_versi
         partitions_def=datasets_partitions,
         group_name=group,
         code_version=code_version,
-        op_tags={GPU_TAG: "true"} if gpu else None,
+        op_tags=gpu_step_tags() if gpu else None,
         description=description,
         **kwargs,
     )

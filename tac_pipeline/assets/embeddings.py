@@ -22,7 +22,7 @@ from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
 from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
 from tac_pipeline.paths import skipped_files_report
-from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
+from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix, embedding_array
 from tac_pipeline.tac.validation import row_norms
@@ -382,7 +382,7 @@ def build_embedding_assets(
     @asset(
         group_name="embeddings",
         code_version=noun_code_version(encoder_identity, noun_vocabulary),
-        op_tags={GPU_TAG: "true"},
+        op_tags=gpu_step_tags(),
         description=f"The WordNet 3.0 noun vocabulary '{noun_vocabulary}' embedded by the same CLIP with the "
         "7-template prompt ensemble.",
         check_specs=[embeddings_check_spec("wordnet_noun_embeddings")],

@@ -1,8 +1,9 @@
 """Figures for the UI: small PNGs beside the Parquet store, shown through Dagster metadata.
 
 Every figure goes through :func:`publish_figure`: rendered with matplotlib (the Agg canvas, no pyplot state),
-reduced to a palette PNG under :data:`MAX_FIGURE_BYTES`, written atomically (temporary sibling, then
-``os.replace``) to ``<data root>/store/figures/<asset>/<partition>/<name>.png``, and returned as two metadata
+reduced to a palette PNG under :data:`MAX_FIGURE_BYTES`, written atomically where the run's IO manager
+keeps figures (:meth:`tac_pipeline.resources.io_manager.StoreIOManager.figure_path`: by default
+``<data root>/store/figures/<asset>/<partition>/<name>.png``; any fsspec store), and returned as two metadata
 entries: markdown embedding the image as a base64 data URI (what the asset page shows) and the file's path.
 
 matplotlib is imported lazily so that loading the definitions stays fast.
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,18 +22,15 @@ import pyarrow as pa
 from dagster import MetadataValue
 
 from tac_pipeline.atomic import write_bytes_atomically
-from tac_pipeline.drops import validate_dataset_key
-from tac_pipeline.paths import store_dir
+from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tac.naming import cluster_names, cluster_noun_counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FIGURES_DIR = "figures"
 #: Upper bound of one PNG; a figure over it is re-rendered at a lower resolution.
 MAX_FIGURE_BYTES = 190_000
 DPI = 100
-_NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 #: Gallery and legend limits, so a figure stays small whatever K is.
 GALLERY_CLUSTERS = 16
 GALLERY_THUMBS = 6
@@ -48,15 +44,6 @@ NAME_TABLE_ROWS = 100
 # ---------------------------------------------------------------------------------------------------------
 # Writing and showing
 # ---------------------------------------------------------------------------------------------------------
-
-
-def figure_path(data_root: str | os.PathLike[str], asset: str, partition: str | None, name: str) -> Path:
-    """``<data root>/store/figures/<asset>/<partition>/<name>.png`` (``_`` for an unpartitioned asset)."""
-    for part in (asset, name):
-        if not _NAME_RE.fullmatch(part):
-            raise ValueError(f"figure path component {part!r} must match {_NAME_RE.pattern}")
-    key = "_" if partition is None else validate_dataset_key(partition)
-    return store_dir(data_root) / FIGURES_DIR / asset / key / f"{name}.png"
 
 
 def render_png(fig: Figure, *, dpi: int = DPI, max_bytes: int = MAX_FIGURE_BYTES) -> bytes:
@@ -89,16 +76,22 @@ def figure_markdown(png: bytes, title: str) -> str:
 def publish_figure(
     fig: Figure,
     *,
-    data_root: str | os.PathLike[str],
+    store: StoreIOManager,
     asset: str,
     partition: str | None,
     name: str,
     title: str,
     dpi: int = DPI,
 ) -> dict[str, MetadataValue]:
-    """Render, write atomically, and return ``{name: markdown with the image, name_path: the file}``."""
+    """Render, write atomically where ``store`` keeps figures, and return ``{name: markdown with the image,
+    name_path: the file}``."""
+    if not isinstance(store, StoreIOManager):
+        raise TypeError(
+            f"the io_manager resource is a {type(store).__name__}: figures need the project's ParquetIOManager "
+            "(tac_pipeline.resources.io_manager), which knows where they go"
+        )
     png = render_png(fig, dpi=dpi)
-    path = figure_path(data_root, asset, partition, name)
+    path = store.figure_path(asset, partition, name)
     write_bytes_atomically(png, path)
     return {
         name: MetadataValue.md(figure_markdown(png, title)),
@@ -178,7 +171,7 @@ def loss_curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
 
 
 def loss_curves_metadata(
-    heads: pa.Table, *, data_root: str | os.PathLike[str], partition: str
+    heads: pa.Table, *, store: StoreIOManager, partition: str
 ) -> dict[str, MetadataValue]:
     """The loss-curve figure of a ``trained_heads`` table, plus the losses per epoch as a markdown table."""
     history = history_from_heads_table(heads)
@@ -190,7 +183,7 @@ def loss_curves_metadata(
     return {
         **publish_figure(
             loss_curves_figure(history),
-            data_root=data_root,
+            store=store,
             asset="trained_heads",
             partition=partition,
             name="loss_curves",
@@ -338,7 +331,7 @@ def cluster_labels_metadata(
     n_clusters: int,
     *,
     drop_dir: Path | None,
-    data_root: str | os.PathLike[str],
+    store: StoreIOManager,
     partition: str,
 ) -> dict[str, object]:
     """Names (top WordNet nouns), sizes, the gallery and the 2-D map of a ``cluster_labels`` table.
@@ -358,7 +351,7 @@ def cluster_labels_metadata(
     metadata.update(
         publish_figure(
             cluster_map_figure(column_matrix(image_embeddings, "embedding"), clusters, names),
-            data_root=data_root,
+            store=store,
             asset="cluster_labels",
             partition=partition,
             name="cluster_map",
@@ -391,7 +384,7 @@ def cluster_labels_metadata(
     metadata.update(
         publish_figure(
             figure,
-            data_root=data_root,
+            store=store,
             asset="cluster_labels",
             partition=partition,
             name="gallery",

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ResourceParam
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
@@ -23,6 +23,7 @@ from tac_pipeline.assets.common import (
 from tac_pipeline.assets.training import heads_from_table
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tables import column_matrix
 
 _LABEL_COLUMNS = {
@@ -47,6 +48,7 @@ def cluster_labels(
     trained_heads: pa.Table,
     compute_device: ComputeDeviceResource,
     tac_data: TacDataResource,
+    io_manager: ResourceParam[StoreIOManager],
 ):
     image_head, text_head, _ = heads_from_table(trained_heads)
     with compute_device.acquire(context.log) as device:
@@ -91,14 +93,14 @@ def cluster_labels(
             "confidence": pa.array(p.max(axis=1), type=pa.float32()),
         }
     )
-    # Names from the members' top nouns, the gallery and the 2-D map (figures under store/figures/).
+    # Names from the members' top nouns, the gallery and the 2-D map (figures where the IO manager keeps them).
     metadata |= figures.cluster_labels_metadata(
         table,
         image_embeddings,
         counterparts,
         n_clusters,
         drop_dir=tac_data.drop_dir(context.partition_key),
-        data_root=tac_data.root,
+        store=io_manager,
         partition=context.partition_key,
     )
     # The check runs in this step, on the table in memory (no step process of its own): see text_space for

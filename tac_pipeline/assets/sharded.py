@@ -15,7 +15,6 @@ a shared filesystem when workers run on several machines) and are removed once t
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from dagster import (
     OpExecutionContext,
     Out,
     OutputContext,
+    ResourceParam,
     UPathIOManager,
     graph_asset,
     op,
@@ -53,8 +53,9 @@ from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import intermediate_dir, skipped_files_report
-from tac_pipeline.resources.compute import GPU_TAG, ClipEncoderResource, ComputeDeviceResource
+from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.resources.io_manager import remove_tree
 
 SHARD_IO_MANAGER = "shard_io_manager"
 #: Schema-metadata key of a :class:`ShardPlan` stored as Parquet.
@@ -134,10 +135,18 @@ class ShardPlan:
 _HANDOFF_TYPES = {TAC_PLAN_KEY: ShardPlan, TAC_PART_KEY: EmbeddedPart}
 
 
-class _ShardHandoffIOManager(UPathIOManager):
-    """Plans and embedded parts as Parquet files (never pickles), one per step output of a run."""
+class ShardHandoffIOManager(UPathIOManager):
+    """Plans and embedded parts as Parquet files (never pickles), one per step output of a run, under
+    ``<base>/<run id>/``; :meth:`remove_run` deletes a run's hand-offs (local disk or any fsspec store)."""
 
     extension = ".parquet"
+
+    def run_dir(self, run_id: str) -> UPath:
+        return self._base_path / run_id
+
+    def remove_run(self, run_id: str) -> None:
+        """Delete every hand-off this IO manager wrote for ``run_id``."""
+        remove_tree(self.run_dir(run_id))
 
     def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
         write_parquet_atomically(obj.to_table(), path)
@@ -162,8 +171,8 @@ class ShardIOManager(ConfigurableIOManagerFactory):
         description="Folder (or fsspec URL) for per-run hand-offs, on storage every worker sees."
     )
 
-    def create_io_manager(self, context) -> _ShardHandoffIOManager:
-        return _ShardHandoffIOManager(base_path=UPath(self.base_dir))
+    def create_io_manager(self, context) -> ShardHandoffIOManager:
+        return ShardHandoffIOManager(base_path=UPath(self.base_dir))
 
 
 def shard_io_manager(data_dir: str | Path | None = None) -> ShardIOManager:
@@ -218,7 +227,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
     def shard_op(index: int):
         @op(
             name=f"embed_image_shard_{index}",
-            tags={GPU_TAG: "true"},
+            tags=gpu_step_tags(),
             out=Out(io_manager_key=SHARD_IO_MANAGER),
             description=f"Embed slice {index} of the drop listing (reusing unchanged files' rows).",
         )
@@ -263,7 +272,12 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         description="Concatenate the shards, in drop-listing order, into the image_embeddings table.",
     )
     def concat_image_shards(
-        context: OpExecutionContext, tac_data: TacDataResource, clip_encoder: ClipEncoderResource, plan, parts
+        context: OpExecutionContext,
+        tac_data: TacDataResource,
+        clip_encoder: ClipEncoderResource,
+        shard_io_manager: ResourceParam[ShardHandoffIOManager],
+        plan,
+        parts,
     ) -> pa.Table:
         own = byo_table(plan.drop)
         if own is not None:
@@ -281,8 +295,9 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
                 "shard_workers": MetadataValue.json([p.worker for p in parts]),
             }
         context.add_output_metadata(metadata)
-        # The table is complete in memory; the run's hand-offs (a copy of every embedding) can go.
-        shutil.rmtree(intermediate_dir(tac_data.root) / context.run_id, ignore_errors=True)
+        # The table is complete in memory; the run's hand-offs (a copy of every embedding) can go, removed
+        # by the IO manager that wrote them (wherever it keeps them).
+        shard_io_manager.remove_run(context.run_id)
         return table
 
     @graph_asset(

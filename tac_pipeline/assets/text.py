@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
 from pydantic import Field
 
 from tac_pipeline import tac
@@ -14,6 +14,7 @@ from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, f
 from tac_pipeline.encoders.byo import BYO_NOUNS, read_byo_nouns
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tables import embedding_array
 
 
@@ -53,6 +54,7 @@ def semantic_centers(
     image_embeddings: pa.Table,
     tac_data: TacDataResource,
     compute_device: ComputeDeviceResource,
+    io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
     run = dataset_run(context.partition_key, tac_data, image_embeddings)
     overrides = run.settings.tac
@@ -94,7 +96,7 @@ def semantic_centers(
             "center_sizes": MetadataValue.json([int(s) for s in sizes]),
             **figures.publish_figure(
                 figures.center_sizes_figure(sizes),
-                data_root=tac_data.root,
+                store=io_manager,
                 asset="semantic_centers",
                 partition=context.partition_key,
                 name="center_sizes_plot",

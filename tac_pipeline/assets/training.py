@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from dagster import AssetExecutionContext, Config, MetadataValue
+from dagster import AssetExecutionContext, Config, MetadataValue, ResourceParam
 from pydantic import Field
 
 from tac_pipeline import tac
@@ -16,6 +16,7 @@ from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, f
 from tac_pipeline.assets.text import pick
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
+from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tables import column_matrix, index_array
 from tac_pipeline.tac.vectors import APPROXIMATE_KNN_ABOVE, APPROXIMATE_KNN_NPROBE, pick_knn_method
 
@@ -166,6 +167,7 @@ def trained_heads(
     knn_graphs: pa.Table,
     tac_data: TacDataResource,
     compute_device: ComputeDeviceResource,
+    io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
     run = dataset_run(context.partition_key, tac_data, image_embeddings)
     overrides = run.settings.tac
@@ -221,6 +223,6 @@ def trained_heads(
     )
     table = heads_table(image_head.cpu(), text_head.cpu(), history)
     context.add_output_metadata(
-        figures.loss_curves_metadata(table, data_root=tac_data.root, partition=context.partition_key)
+        figures.loss_curves_metadata(table, store=io_manager, partition=context.partition_key)
     )
     return table

@@ -4,15 +4,15 @@ The sensor and the schedule compare digests to decide whether a drop changed; th
 asset records the digest it clustered. :func:`drop_manifest` stats every file: its cost grows with the drop.
 
 :func:`watched_drop_manifest` is what the sensor calls on every tick. It keeps, per drop, the modification
-times of every folder the last full walk visited (and of the files directly in the drop folder:
-``dataset.toml``, ``embeddings.parquet``) in a small state file. When none of them changed, and the drop had
-settled, it returns the recorded digest after one ``stat`` per folder, without listing a folder or touching a
-file; otherwise it walks the drop again. Adding, removing or renaming a file changes its folder's mtime, so
-those are seen on the next tick. A file rewritten **in place** (same name, same folder) does not change its
-folder's mtime: the sensor sees it at its next full walk, at least every :data:`FULL_WALK_SECONDS` (an hour),
-and the nightly schedule, which always walks the whole drop and compares with the digest the last
-materialization recorded, re-clusters it too. ``docs/PERFORMANCE.md`` has what
-each costs for a million files.
+times of every folder the last full walk visited, and the size and mtime of the drop's
+:data:`CONTROL_FILES` (``dataset.toml``, ``embeddings.parquet``, ``nouns.parquet``), in a small state file.
+When none of them changed and the drop had settled, it returns the recorded digest after one ``stat`` per
+folder, without listing a folder or touching an image; otherwise it walks the drop again. Adding, removing
+or renaming a file changes its folder's mtime, so those are seen on the next tick. An image rewritten
+**in place** (same name, same folder) does not change its folder's mtime: the sensor sees it at its next
+full walk, at least every :data:`FULL_WALK_SECONDS` (an hour), and the nightly schedule, which always walks
+the whole drop and compares with the digest the last materialization recorded, re-clusters it too.
+``docs/PERFORMANCE.md`` has what each costs for a million files.
 """
 
 from __future__ import annotations
@@ -120,17 +120,19 @@ def _mtime_ns(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
-def _top_files(root: Path) -> dict[str, list[int]]:
-    """The files directly in the drop folder (settings, own embeddings): name -> ``[size, mtime_ns]``."""
-    found = {}
-    try:
-        with os.scandir(root) as listing:
-            for entry in listing:
-                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
-                    stat = entry.stat(follow_symlinks=False)
-                    found[entry.name] = [stat.st_size, stat.st_mtime_ns]
-    except OSError:
-        pass
+#: The files of a drop folder that say what the drop is (settings, its own embeddings): always checked.
+CONTROL_FILES = ("dataset.toml", "embeddings.parquet", "nouns.parquet")
+
+
+def _top_files(root: Path) -> dict[str, list[int] | None]:
+    """The drop's :data:`CONTROL_FILES`: name -> ``[size, mtime_ns]`` (None when absent)."""
+    found: dict[str, list[int] | None] = {}
+    for name in CONTROL_FILES:
+        try:
+            stat = os.stat(root / name)
+            found[name] = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            found[name] = None
     return found
 
 
@@ -157,7 +159,7 @@ def watched_drop_manifest(
     settle_seconds: float,
     full_walk_seconds: float = FULL_WALK_SECONDS,
 ) -> WatchedManifest:
-    """The drop's digest, walking it only when a folder's mtime (or a file in the drop folder) changed.
+    """The drop's digest, walking it only when a folder's mtime (or one of the drop's control files) changed.
 
     ``state_file`` holds what the last walk saw; a missing or unreadable one means a full walk. A drop that
     was still settling at the last walk is walked again (files being written in place change no folder), and

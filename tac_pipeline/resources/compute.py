@@ -20,6 +20,24 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 GPU_TAG = "tac/gpu"
+#: dagster-dask's own tag for the Dask resources a step needs (``dagster_dask.executor``'s key).
+DASK_RESOURCE_REQUIREMENTS_TAG = "dagster-dask/resource_requirements"
+
+
+def gpu_step_tags(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tags of a step that uses the accelerator.
+
+    ``tac/gpu`` (the local executor's one-step-per-GPU limit and the UI's marker), plus dagster-dask's
+    resource-requirements tag asking for one Dask ``GPU`` resource when ``TAC_DASK_GPU_RESOURCE`` is set, so
+    that the Dask executor sends the step only to workers started with ``--resources GPU=1``. Read when the
+    asset modules are imported: the code location, the daemon and every worker share the environment.
+    """
+    from tac_pipeline.deployment import dask_gpu_resource_from_env
+
+    tags = {GPU_TAG: "true"}
+    if dask_gpu_resource_from_env(env):
+        tags[DASK_RESOURCE_REQUIREMENTS_TAG] = '{"GPU": 1}'
+    return tags
 
 
 class EncoderOverrideError(RuntimeError):

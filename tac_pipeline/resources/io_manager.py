@@ -1,12 +1,17 @@
 """Parquet IO manager: one file per asset and partition, written atomically.
 
-``<base_dir>/<asset>/<partition>.parquet`` for partitioned assets, ``<base_dir>/<asset>.parquet`` otherwise.
-Assets return ``pyarrow.Table`` (or ``pandas.DataFrame``); inputs load as ``pyarrow.Table`` so embedding
-columns stay fixed-size list<float32> with no per-row Python objects.
+``<base_dir>/<asset>/<partition>.parquet`` for partitioned assets, ``<base_dir>/<asset>.parquet`` otherwise;
+the UI figures of an asset beside them, ``<base_dir>/figures/<asset>/<partition>/<name>.png``
+(:meth:`StoreIOManager.figure_path`). Assets return ``pyarrow.Table`` (or ``pandas.DataFrame``); inputs load
+as ``pyarrow.Table`` so embedding columns stay fixed-size list<float32> with no per-row Python objects.
+
+The layout is known here only: every materialization records its file (``path`` metadata), and readers
+outside a run (the CLI) open that recorded path (:func:`read_stored_table`), which works for any fsspec store.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -29,6 +34,12 @@ from tac_pipeline.drops import validate_dataset_key
 from tac_pipeline.tables import is_vector_type
 
 PREVIEW_ROWS = 5
+
+
+def remove_tree(path: UPath) -> None:
+    """Remove a folder and everything under it, on local disk or any fsspec store; nothing if absent."""
+    if path.exists():
+        path.fs.rm(path.path, recursive=True)
 
 
 def as_table(obj: Any) -> pa.Table:
@@ -58,8 +69,21 @@ def table_preview(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
         return "```\n" + frame.to_string(index=False) + "\n```"
 
 
-class _ParquetUPathIOManager(UPathIOManager):
+_FIGURE_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+class StoreIOManager(UPathIOManager):
+    """The project's Parquet store (see the module docstring); figures go beside the tables."""
+
     extension = ".parquet"
+
+    def figure_path(self, asset: str, partition: str | None, name: str) -> UPath:
+        """``<base>/figures/<asset>/<partition>/<name>.png`` (``_`` for an unpartitioned asset)."""
+        for part in (asset, name):
+            if not _FIGURE_NAME.fullmatch(part):
+                raise ValueError(f"figure path component {part!r} must match {_FIGURE_NAME.pattern}")
+        key = "_" if partition is None else validate_dataset_key(partition)
+        return self._base_path / "figures" / asset / key / f"{name}.png"
 
     def get_path_for_partition(self, context, path: UPath, partition: str) -> UPath:
         # A partition key becomes a file name: validate it first, so that '../x', 'a/b' or '.x' (added through
@@ -93,5 +117,31 @@ class ParquetIOManager(ConfigurableIOManagerFactory):
 
     base_dir: str = Field(description="Folder (or fsspec URL) holding <asset>/<partition>.parquet files.")
 
-    def create_io_manager(self, context) -> _ParquetUPathIOManager:
-        return _ParquetUPathIOManager(base_path=UPath(self.base_dir))
+    def create_io_manager(self, context) -> StoreIOManager:
+        return StoreIOManager(base_path=UPath(self.base_dir))
+
+
+def stored_path(instance, asset: str, partition: str | None = None) -> UPath | None:
+    """The file the latest materialization of ``asset`` (for ``partition``) recorded, or None."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    if not records:
+        return None
+    entry = records[0].asset_materialization.metadata.get("path")
+    return UPath(entry.value) if entry is not None else None
+
+
+def read_stored_table(instance, asset: str, partition: str | None = None) -> pa.Table:
+    """The table the latest materialization of ``asset`` stored, read from the path it recorded."""
+    path = stored_path(instance, asset, partition)
+    if path is None or not path.exists():
+        where = f" for partition '{partition}'" if partition else ""
+        raise FileNotFoundError(
+            f"no stored {asset}{where}: materialize it first ({path or 'never materialized'})"
+        )
+    with path.open("rb") as handle:
+        return pq.read_table(handle)

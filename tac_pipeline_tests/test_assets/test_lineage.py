@@ -35,7 +35,7 @@ from tac_pipeline.assets.checks import (
     metrics_check,
     nouns_per_center_check,
 )
-from tac_pipeline.assets.figures import MAX_FIGURE_BYTES, figure_path
+from tac_pipeline.assets.figures import MAX_FIGURE_BYTES
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.io_manager import ParquetIOManager
 from tac_pipeline.tables import embedding_array
@@ -147,6 +147,15 @@ def test_every_stage_tells_its_story(lineage):
     assert metrics["labelled"] is True
     assert metrics["metrics"].splitlines()[0].startswith("| method | NMI | ACC | ARI | balance")
     assert "tac_image" in metrics["metrics"]
+
+
+def figure_path(root, asset: str, partition: str, name: str):
+    """Where the project's IO manager over ``<root>/store`` keeps a figure."""
+    return (
+        ParquetIOManager(base_dir=str(root / "store"))
+        .create_io_manager(None)
+        .figure_path(asset, partition, name)
+    )
 
 
 def test_figures_are_small_pngs_written_beside_the_store_and_shown_inline(lineage):

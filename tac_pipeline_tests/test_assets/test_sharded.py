@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
+from upath import UPath
 
 from tac_pipeline.assets import build_assets
-from tac_pipeline.assets.sharded import SHARD_IO_MANAGER, shard_io_manager, shard_slices
+from tac_pipeline.assets.sharded import SHARD_IO_MANAGER, ShardIOManager, shard_io_manager, shard_slices
 from tac_pipeline.deployment import Deployment, DeploymentError, deployment_from_env
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import intermediate_dir
@@ -20,7 +22,7 @@ from tac_pipeline_tests.test_assets.helpers import read_output, resources, tiny_
 KEY = "toy"
 
 
-def _embed(data_dir, instance, shards: int):
+def _embed(data_dir, instance, shards: int, handoffs=None):
     encoder = tiny_encoder()
     if not instance.has_dynamic_partition(datasets_partitions.name, KEY):
         instance.add_dynamic_partitions(datasets_partitions.name, [KEY])
@@ -28,12 +30,24 @@ def _embed(data_dir, instance, shards: int):
         build_assets(encoder.identity(), embed_shards=shards),
         selection=["image_embeddings"],
         partition_key=KEY,
-        resources={**resources(data_dir, encoder), SHARD_IO_MANAGER: shard_io_manager(data_dir)},
+        resources={**resources(data_dir, encoder), SHARD_IO_MANAGER: handoffs or shard_io_manager(data_dir)},
         instance=instance,
     )
     assert result.success
     [event] = result.get_asset_materialization_events()
     return read_output(data_dir, "image_embeddings", KEY), event.materialization.metadata
+
+
+def test_hand_offs_on_an_fsspec_store_are_removed_by_the_io_manager_that_wrote_them(data_dir):
+    base = f"memory://tac-handoffs-{uuid.uuid4().hex}"
+    count = write_toy_drop(data_dir / "drops" / KEY, train=3, test=1)
+    with DagsterInstance.ephemeral() as instance:
+        table, _ = _embed(data_dir, instance, shards=2, handoffs=ShardIOManager(base_dir=base))
+        [run] = instance.get_runs()
+    assert table.num_rows == count
+    root = UPath(base)
+    assert root.exists() and not (root / run.run_id).exists()  # written there, then removed
+    assert not list(root.iterdir())
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 3), (2, 3), (0, 2), (7, 7)])

@@ -267,7 +267,7 @@ def test_watched_manifest_walks_only_changed_drops(tmp_path):
     assert added.walked and added.digest == drop_manifest(drop).digest != settled.digest
     assert not watched_drop_manifest(drop, state, SETTLE).walked
 
-    # A file in the drop folder itself (dataset.toml) is always checked, even when edited in place.
+    # The drop's settings file is always checked, even when edited in place.
     settings = drop / "dataset.toml"
     settings.write_text("seed = 1\n")
     age(drop)

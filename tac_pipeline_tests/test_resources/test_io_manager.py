@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, asset, instance_for_test, materialize
 
+from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.resources import io_manager
-from tac_pipeline.resources.io_manager import ParquetIOManager, write_parquet_atomically
+from tac_pipeline.resources.io_manager import ParquetIOManager
 from tac_pipeline.tables import column_matrix, embedding_array
 
 
@@ -62,3 +65,49 @@ def test_io_manager_round_trip_and_failed_run_keep_store_readable(tmp_path, monk
         assert pq.read_table(stored).equals(table)
         event = instance.get_latest_materialization_event(AssetKey("vectors"))
         assert event.asset_materialization.metadata["dagster/row_count"].value == 3
+
+
+def test_readers_outside_a_run_open_the_recorded_path_on_any_fsspec_store():
+    from dagster import DagsterInstance, DynamicPartitionsDefinition
+    from upath import UPath
+
+    from tac_pipeline.resources.io_manager import read_stored_table, stored_path
+
+    base = f"memory://tac-store-{uuid.uuid4().hex}"
+    parts = DynamicPartitionsDefinition(name="datasets")
+
+    @asset(partitions_def=parts)
+    def metrics():
+        return pa.table({"method": ["tac_image"], "nmi": [1.0]})
+
+    with DagsterInstance.ephemeral() as instance:
+        assert stored_path(instance, "metrics", "toy") is None
+        with pytest.raises(FileNotFoundError, match="no stored metrics for partition 'toy'"):
+            read_stored_table(instance, "metrics", "toy")
+        instance.add_dynamic_partitions("datasets", ["toy"])
+        io_manager = ParquetIOManager(base_dir=base)
+        assert materialize(
+            [metrics], partition_key="toy", resources={"io_manager": io_manager}, instance=instance
+        ).success
+        path = stored_path(instance, AssetKey("metrics").to_user_string(), "toy")
+        assert str(path) == f"{base}/metrics/toy.parquet" and isinstance(path, UPath)
+        assert read_stored_table(instance, "metrics", "toy")["method"].to_pylist() == ["tac_image"]
+
+
+def test_figures_go_where_the_io_manager_keeps_them_local_or_fsspec(tmp_path):
+    from matplotlib.figure import Figure
+    from upath import UPath
+
+    from tac_pipeline.assets.figures import publish_figure
+
+    for base in (str(tmp_path / "store"), f"memory://tac-figures-{uuid.uuid4().hex}"):
+        store = ParquetIOManager(base_dir=base).create_io_manager(None)
+        fig = Figure(figsize=(2, 1))
+        fig.add_subplot().plot([0, 1], [1, 0])
+        md = publish_figure(fig, store=store, asset="trained_heads", partition="toy", name="loss", title="t")
+        path = UPath(base) / "figures" / "trained_heads" / "toy" / "loss.png"
+        assert md["loss_path"].value == str(path) and path.read_bytes().startswith(b"\x89PNG")
+        with pytest.raises(ValueError, match="not a valid dataset name"):
+            store.figure_path("trained_heads", "../x", "loss")
+    with pytest.raises(TypeError, match="ParquetIOManager"):
+        publish_figure(fig, store=object(), asset="trained_heads", partition="toy", name="loss", title="t")
