@@ -262,13 +262,18 @@ def assemble_image_table(
     parts: Sequence[EmbeddedPart],
     previous: pa.Table | None,
     report: Path | None = None,
+    log=None,
 ) -> tuple[pa.Table, dict]:
     """``image_embeddings`` from the parts of one drop listing, in listing order, with its output metadata.
 
     ``report``: where the full list of skipped files is written (:func:`write_skipped_report`), also when no
-    image could be read, so that the failure's reasons can be shown.
+    image could be read, so that the failure's reasons can be shown. The listing's notes on how its layout was
+    read are logged as warnings to ``log`` and recorded (``layout_notes``).
     """
     records = listing.records
+    for note in listing.notes:
+        if log is not None:
+            log.warning(f"drop {drop}: {note}")
     skipped = sorted(list(listing.skipped) + [s for part in parts for s in part.skipped])
     if report is not None:
         write_skipped_report(report, skipped)
@@ -307,6 +312,12 @@ def assemble_image_table(
         **({"skipped_report": MetadataValue.path(str(report))} if report is not None else {}),
         "labelled": listing.has_labels,
         "splits": listing.has_splits,
+        "layout": listing.layout,
+        **(
+            {"layout_notes": MetadataValue.md("\n".join(f"- {n}" for n in listing.notes))}
+            if listing.notes
+            else {}
+        ),
         "device": ", ".join(sorted({part.device for part in parts})),
         # Parts run concurrently: the drop's rate is the sum of theirs, its time the slowest part's.
         "images_per_second": round(sum(part.images_per_second for part in encoding), 1),
@@ -367,7 +378,7 @@ def build_embedding_assets(
             resize=settings.resize,
         )
         report = skipped_files_report(context.partition_key, tac_data.root)
-        table, metadata = assemble_image_table(drop, listing, [part], previous, report)
+        table, metadata = assemble_image_table(drop, listing, [part], previous, report, context.log)
         return MaterializeResult(
             value=table,
             metadata={

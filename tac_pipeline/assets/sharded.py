@@ -98,6 +98,7 @@ class ShardPlan:
                 "layout": self.listing.layout,
                 "split_names": self.listing.split_names,
                 "skipped": self.listing.skipped,
+                "notes": self.listing.notes,
             },
         }
         return table.replace_schema_metadata({TAC_PLAN_KEY: json.dumps(summary)})
@@ -285,7 +286,9 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         else:
             previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")
             report = skipped_files_report(context.partition_key, tac_data.root)
-            table, metadata = assemble_image_table(plan.drop, plan.listing, parts, previous, report)
+            table, metadata = assemble_image_table(
+                plan.drop, plan.listing, parts, previous, report, context.log
+            )
             metadata = {
                 **metadata,
                 "model": clip_encoder.identity(),

@@ -116,12 +116,72 @@ def test_symlinks_inside_are_followed_outside_and_loops_are_not(tmp_path):
     os.symlink(drop, drop / "cls" / "loop")
     os.symlink(drop / "missing.png", drop / "cls" / "broken.png")
     listing = discover_images(drop)
-    assert [r.image_id for r in listing.records] == ["cls/alias.png", "cls/real.png"]
+    assert [r.image_id for r in listing.records] == ["cls/real.png"]
     reasons = dict(listing.skipped)
+    assert reasons["cls/alias.png"] == "the same file as cls/real.png, reached again: counted once"
     assert "outside the drop" in reasons["cls/escape.png"]
     assert "outside the drop" in reasons["outdir"]
     assert "broken" in reasons["cls/broken.png"]
     assert "loop" in reasons["cls/loop"]
+
+
+def _images(folder: Path, n: int, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        noise((8, 8), seed=seed + i).save(folder / f"{i}.png")
+
+
+def test_a_class_named_train_beside_other_classes_is_a_class(tmp_path):
+    for c, cls in enumerate(("dog", "cat", "train")):  # CIFAR-100 has a class named "train"
+        _images(tmp_path / cls, 10, seed=10 * c)
+    listing = discover_images(tmp_path)
+    assert listing.layout == "classes" and listing.has_labels and not listing.has_splits
+    assert len(listing) == 30 and listing.label_names == ["cat", "dog", "train"]
+    assert listing.skipped == []
+    (note,) = listing.notes
+    assert "'train' is a class" in note and "put every class folder inside them" in note
+
+
+def test_split_folders_with_class_folders_leave_other_folders_out_and_say_so(tmp_path):
+    for split in ("train", "test"):
+        _images(tmp_path / split / "a", 2)
+    _images(tmp_path / "extra", 3)
+    listing = discover_images(tmp_path)
+    assert listing.layout == "splits" and len(listing) == 4
+    assert [name for name, _ in listing.skipped] == ["extra/0.png", "extra/1.png", "extra/2.png"]
+    (note,) = listing.notes
+    assert "extra/" in note and "left out" in note and "rename that folder" in note
+
+
+def test_split_folders_holding_images_directly_are_unlabelled_splits_with_a_note(tmp_path):
+    for split in ("train", "test"):
+        _images(tmp_path / split, 2)
+    listing = discover_images(tmp_path)
+    assert listing.layout == "splits" and listing.split_names == ["test", "train"]
+    assert not listing.has_labels and all(r.label is None for r in listing.records)
+    (note,) = listing.notes
+    assert "test/, train/" in note and "no label" in note
+
+
+def test_a_file_reached_twice_through_an_in_drop_symlink_is_counted_once(tmp_path):
+    _images(tmp_path / "dog", 2)
+    _images(tmp_path / "cat", 1, seed=5)
+    os.symlink("../dog", tmp_path / "cat" / "alias")  # every dog image again, under "cat"
+    os.symlink("../dog/0.png", tmp_path / "cat" / "copy.png")
+    _images(tmp_path / ".stash", 1, seed=7)  # hidden, so reached only through its link
+    os.symlink("../.stash", tmp_path / "cat" / "stash")
+    listing = discover_images(tmp_path)
+    assert [(r.image_id, r.label) for r in listing.records] == [
+        ("cat/0.png", "cat"),
+        ("cat/stash/0.png", "cat"),
+        ("dog/0.png", "dog"),
+        ("dog/1.png", "dog"),
+    ]
+    assert listing.skipped == [
+        ("cat/alias/0.png", "the same file as dog/0.png, reached again: counted once"),
+        ("cat/alias/1.png", "the same file as dog/1.png, reached again: counted once"),
+        ("cat/copy.png", "the same file as dog/0.png, reached again: counted once"),
+    ]
 
 
 def test_missing_drop_folder_is_an_error(tmp_path):

@@ -20,6 +20,7 @@ from tac_pipeline.drops import (
     discover_dataset_keys,
     validate_dataset_key,
 )
+from tac_pipeline.paths import skipped_files_report
 from tac_pipeline.tables import column_matrix
 from tac_pipeline_tests.test_encoders.oddfiles import noise
 from tac_pipeline_tests.test_reliability.conftest import IDENTICAL
@@ -109,6 +110,45 @@ def test_identical_images_cluster_together_without_crashing(world):
     assert np.isfinite(metrics[["nmi", "acc", "ari"]].to_numpy(dtype=float)).all()
     assert (metrics["nmi"].abs() < 1e-9).all() and (metrics["ari"].abs() < 1e-9).all()
     np.testing.assert_allclose(metrics["acc"], 100 / 3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ambiguous layouts
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _embedded(root, key: str):
+    """Materialize ``image_embeddings`` of drop ``key``: the stored table and the recorded metadata."""
+    with instance_for_test() as instance:
+        result = run_assets(root, instance, key, ["image_embeddings"])
+        assert result.success, step_failures(result)
+        metadata = result.asset_materializations_for_node("image_embeddings")[0].metadata
+    return pq.read_table(stored(root, "image_embeddings", key)), {k: v.value for k, v in metadata.items()}
+
+
+def test_a_class_folder_named_train_is_a_class_and_the_reading_is_recorded(root):
+    drop = root / "drops" / "cifarish"
+    _image_drop(drop, classes=("dog", "cat", "train"), per_class=10)
+    table, metadata = _embedded(root, "cifarish")
+    assert table.num_rows == 30  # 10 before: dog/ and cat/ were skipped silently as "outside the splits"
+    assert sorted(set(table["label"].to_pylist())) == ["cat", "dog", "train"]
+    assert set(table["split"].to_pylist()) == {None}
+    assert metadata["layout"] == "classes" and metadata["skipped"] == 0
+    assert "'train' is a class" in metadata["layout_notes"]
+
+
+def test_an_in_drop_folder_symlink_counts_each_image_once_under_its_own_label(root):
+    drop = root / "drops" / "aliased"
+    _image_drop(drop, classes=("dog", "cat"), per_class=3)
+    os.symlink("../dog", drop / "cat" / "alias")  # the dog images again, under cat/
+    table, metadata = _embedded(root, "aliased")
+    assert table.num_rows == 6  # 9 before, 3 of them twice under two labels
+    labels = dict(zip(table["image_id"].to_pylist(), table["label"].to_pylist(), strict=True))
+    assert all(labels[f"dog/{i}.png"] == "dog" for i in range(3))
+    assert not any(image_id.startswith("cat/alias/") for image_id in labels)
+    assert metadata["skipped"] == 3 and "counted once" in metadata["skipped_files"]
+    report = pq.read_table(skipped_files_report("aliased", root)).to_pylist()
+    assert [row["file"] for row in report] == [f"cat/alias/{i}.png" for i in range(3)]
 
 
 # ------------------------------------------------------------------------------------------------------------

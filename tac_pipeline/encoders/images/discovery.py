@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tac_pipeline.messages import listed
 
@@ -41,11 +42,13 @@ class DropListing:
     """What :func:`discover_images` found.
 
     ``layout`` is ``"flat"`` (no labels, no splits), ``"classes"`` (``drop/<class>/…``: labels) or ``"splits"``
-    (``drop/train/<class>/…`` and ``drop/test/<class>/…``: splits and labels). ``has_labels`` is true when every
-    record has a label; ``has_splits`` when the drop uses the ``train/`` / ``test/`` layout (``split_names``
-    says which of the two are present). ``skipped`` lists ``(image_id, reason)`` for entries that were seen but
-    not taken: symlinks leading outside the drop, broken links, link loops, unreadable folders, images outside
-    ``train/``/``test/`` in a split drop. Hidden files and non-image extensions are ignored silently.
+    (``drop/train/<class>/…`` and ``drop/test/<class>/…``: splits and labels; see :func:`discover_images` for
+    the rule). ``has_labels`` is true when every record has a label; ``has_splits`` when the drop uses the
+    ``train/`` / ``test/`` layout (``split_names`` says which of the two are present). ``skipped`` lists
+    ``(image_id, reason)`` for entries that were seen but not taken: symlinks leading outside the drop, broken
+    links, link loops, unreadable folders, images outside ``train/``/``test/`` in a split drop, and a file
+    reached a second time (through a symlink inside the drop: it is counted once). ``notes`` are warnings about
+    how the layout was read, for the user to check. Hidden files and non-image extensions are ignored silently.
     """
 
     root: Path
@@ -56,6 +59,7 @@ class DropListing:
     layout: str
     split_names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -77,16 +81,29 @@ def _is_inside(target: str, root: str) -> bool:
         return False
 
 
+class _Found(NamedTuple):
+    """An image file the walk reached: its id parts, the path it was reached by, its real path, and whether a
+    symlink led to it."""
+
+    rel: tuple[str, ...]
+    path: Path
+    real: str
+    linked: bool
+
+
 def _walk(
     folder: Path,
     rel: tuple[str, ...],
     ancestors: frozenset[str],
     root_real: str,
-    found: list[tuple[tuple[str, ...], Path]],
+    found: list[_Found],
     skipped: list[tuple[str, str]],
+    folder_real: str,
+    linked: bool = False,
 ) -> None:
     """Collect the image files under ``folder`` (sorted, hidden entries skipped); follow a symlink only when
-    its target lies inside ``root_real``; ``rel`` is the id prefix of ``folder``."""
+    its target lies inside ``root_real``; ``rel`` is the id prefix of ``folder``, ``folder_real`` its real
+    path, ``linked`` whether a symlink led to it."""
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: os.fsencode(e.name))
@@ -100,8 +117,10 @@ def _walk(
         rel_entry = (*rel, id_component(name))
         shown = "/".join(rel_entry)
         path = Path(entry.path)
+        target = os.path.join(folder_real, name)
         try:
-            if entry.is_symlink():
+            is_link = entry.is_symlink()
+            if is_link:
                 target = os.path.realpath(path)
                 if not _is_inside(target, root_real):
                     skipped.append((shown, "symlink pointing outside the drop: not followed"))
@@ -115,13 +134,29 @@ def _walk(
             skipped.append((shown, f"unreadable entry: {exc.strerror or exc}"))
             continue
         if is_dir:
-            real = os.path.realpath(path)
-            if real in ancestors:
+            if target in ancestors:
                 skipped.append((shown, "symlink loop: not followed"))
                 continue
-            _walk(path, rel_entry, ancestors | {real}, root_real, found, skipped)
+            _walk(path, rel_entry, ancestors | {target}, root_real, found, skipped, target, linked or is_link)
         elif is_file and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            found.append((rel_entry, path))
+            found.append(_Found(rel_entry, path, target, linked or is_link))
+
+
+def _count_once(found: list[_Found], skipped: list[tuple[str, str]]) -> list[_Found]:
+    """Each real file once: where symlinks inside the drop reach a file under two names (two labels), keep the
+    name reached without a symlink (else the first) and report the others as skipped."""
+    by_real: dict[str, list[_Found]] = {}
+    for item in found:
+        by_real.setdefault(item.real, []).append(item)
+    kept: list[_Found] = []
+    for group in by_real.values():
+        keep = next((item for item in group if not item.linked), group[0])
+        kept.append(keep)
+        shown = "/".join(keep.rel)
+        for item in group:
+            if item is not keep:
+                skipped.append(("/".join(item.rel), f"the same file as {shown}, reached again: counted once"))
+    return kept
 
 
 def discover_images(
@@ -134,9 +169,14 @@ def discover_images(
     """List the images of a drop folder in a deterministic order (sorted by image_id).
 
     Layouts: ``drop/*.png`` (flat), ``drop/<class>/**/*.png`` (label = first folder), and
-    ``drop/train|test/<class>/**/*.png`` (split and label). Extensions (case-insensitive): see
-    :data:`IMAGE_EXTENSIONS`. Hidden entries (names starting with ``.``) and other extensions are skipped
-    silently. Symlinks are followed only when their resolved target lies inside the drop.
+    ``drop/train|test/<class>/**/*.png`` (split and label). Top-level ``train`` / ``test`` folders are splits
+    when they are the only folders or each holds class folders (other top-level folders are then skipped); a
+    ``train`` folder holding its images directly beside other folders is a class (a class may be named
+    ``train``). ``notes`` says how an ambiguous top level was read. Extensions
+    (case-insensitive): see :data:`IMAGE_EXTENSIONS`. Hidden entries (names starting with ``.``) and other
+    extensions are skipped silently. Symlinks are followed only when their resolved target lies inside the
+    drop, and a file reached twice (``cat/alias -> ../dog``) is counted once, under the name reached without a
+    symlink; the other names are reported in ``skipped``.
 
     With ``image_root`` (a drop's ``[images]`` setting) the images come from that folder instead:
     ``image_root/<splits[split]>/<class>/**`` for each split (ids ``<split>/<class>/…``), or
@@ -148,22 +188,65 @@ def discover_images(
     if not root.is_dir():
         raise NotADirectoryError(f"drop folder not found or not a folder: {root}")
     root_real = os.path.realpath(root)
-    found: list[tuple[tuple[str, ...], Path]] = []
+    found: list[_Found] = []
     skipped: list[tuple[str, str]] = []
-    _walk(root, (), frozenset({root_real}), root_real, found, skipped)
-    top_dirs = {rel[0] for rel, _ in found if len(rel) > 1}
-    split_dirs = {d for d in top_dirs if d.lower() in SPLIT_NAMES}
-    layout = "splits" if split_dirs else ("classes" if top_dirs else "flat")
+    _walk(root, (), frozenset({root_real}), root_real, found, skipped, root_real)
+    found = _count_once(found, skipped)
+    layout, notes = _layout(found)
+    return _listing(root, found, skipped, layout, notes)
 
-    return _listing(root, found, skipped, layout)
+
+def _layout(found: list[_Found]) -> tuple[str, list[str]]:
+    """The layout of a drop's own folders, and the notes a user should read about it.
+
+    Top-level folders named ``train`` or ``test`` are splits when they are all there is, or when each of them
+    holds class folders (other top-level folders are then left out, and reported). A ``train`` folder that holds
+    its images directly beside other folders is a class (CIFAR-100 has one): the drop is a class layout.
+    """
+    top_dirs = sorted({item.rel[0] for item in found if len(item.rel) > 1})
+    split_dirs = [d for d in top_dirs if d.lower() in SPLIT_NAMES]
+    others = [d for d in top_dirs if d not in split_dirs]
+    shown_splits = listed([f"{d}/" for d in split_dirs])
+    if not top_dirs:
+        return "flat", []
+    if not split_dirs:
+        return "classes", []
+    nested = {item.rel[0] for item in found if len(item.rel) > 2}
+    if not others or all(d in nested for d in split_dirs):
+        notes = []
+        direct = sorted({item.rel[0] for item in found if len(item.rel) == 2 and item.rel[0] in split_dirs})
+        if direct:
+            notes.append(
+                f"{listed([f'{d}/' for d in direct])} hold(s) images directly, outside class folders: those "
+                "images have no label (put them in <split>/<class>/ folders to label them)"
+            )
+        if others:
+            notes.append(
+                f"{listed([f'{d}/' for d in others])} sit(s) beside the split folders {shown_splits} and "
+                f"{'was' if len(others) == 1 else 'were'} left out (listed in the skipped files). If "
+                f"{listed([repr(d) for d in split_dirs])} is a class rather than a split, rename that folder"
+            )
+        return "splits", notes
+    flat = [f"{d}/" for d in split_dirs if d not in nested]
+    notes = [
+        f"the top level mixes {shown_splits} with other folders ({listed([f'{d}/' for d in others])}), and "
+        f"{listed(flat)} hold(s) images directly, as a class folder does: every top-level folder is read as a "
+        f"class, so {listed([repr(d) for d in split_dirs])} is a class. To use train/ and test/ as splits "
+        "instead, put every class folder inside them"
+    ]
+    return "classes", notes
 
 
 def _listing(
-    root: Path, found: list[tuple[tuple[str, ...], Path]], skipped: list[tuple[str, str]], layout: str
+    root: Path,
+    found: list[_Found],
+    skipped: list[tuple[str, str]],
+    layout: str,
+    notes: list[str] | None = None,
 ) -> DropListing:
     records: list[ImageRecord] = []
     seen: set[str] = set()
-    for rel, path in found:
+    for rel, path, _, _ in found:
         image_id = "/".join(rel)
         label: str | None = None
         split: str | None = None
@@ -194,6 +277,7 @@ def _listing(
         layout=layout,
         split_names=splits,
         skipped=skipped,
+        notes=list(notes or []),
     )
 
 
@@ -206,7 +290,7 @@ def _discover_outside(
             f"dataset.toml: images.root {image_root} is not a folder: point it at the folder holding the images"
         )
     root_real = os.path.realpath(image_root)
-    found: list[tuple[tuple[str, ...], Path]] = []
+    found: list[_Found] = []
     skipped: list[tuple[str, str]] = []
     for split, folder in (splits or {None: None}).items():
         base = image_root / folder if folder else image_root
@@ -228,5 +312,7 @@ def _discover_outside(
             if not _is_inside(folder_real, root_real):
                 skipped.append(("/".join(prefix), "symlink pointing outside images.root: not followed"))
                 continue
-            _walk(base / name, prefix, frozenset({root_real, folder_real}), root_real, found, skipped)
-    return _listing(image_root, found, skipped, "splits" if splits else "classes")
+            ancestors = frozenset({root_real, folder_real})
+            linked = os.path.islink(base / name)
+            _walk(base / name, prefix, ancestors, root_real, found, skipped, folder_real, linked)
+    return _listing(image_root, _count_once(found, skipped), skipped, "splits" if splits else "classes")
