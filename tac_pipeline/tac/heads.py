@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from .params import DEFAULTS, SMALL_K_TRAINING
 from .validation import validate_embeddings
 
 
@@ -130,22 +131,20 @@ class HeadTrainingConfig:
             per-step launch overhead). Ignored on CPU. Experimental: off by default.
     """
 
-    epochs: int = 20
-    batch_size: int = 512
-    tau: float = 0.5
-    lr: float = 1e-3
+    epochs: int = SMALL_K_TRAINING["epochs"]
+    batch_size: int = SMALL_K_TRAINING["batch_size"]
+    tau: float = SMALL_K_TRAINING["tau"]
+    lr: float = DEFAULTS.lr
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    entropy_weight: float = 5.0
+    entropy_weight: float = DEFAULTS.entropy_weight
     cuda_graph: bool = False
 
     @classmethod
     def for_clusters(cls, n_clusters: int, **overrides) -> HeadTrainingConfig:
-        """Spec defaults for K clusters; keyword overrides that are None are ignored."""
-        if n_clusters < 100:
-            values: dict = {"epochs": 20, "batch_size": 512, "tau": 0.5}
-        else:
-            values = {"epochs": 100, "batch_size": 8192, "tau": 5.0}
+        """Spec defaults for K clusters (``TacParams.head_training``); keyword overrides that are None are
+        ignored."""
+        values: dict = DEFAULTS.head_training(n_clusters)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

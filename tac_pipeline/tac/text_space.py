@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from .params import DEFAULTS
 from .validation import validate_embeddings
 from .vectors import Backend, _rows_per_block, spherical_kmeans
 
@@ -98,7 +99,7 @@ def classify_nouns(
 def select_text_space(
     noun_embeddings: ArrayLike,
     centers: ArrayLike,
-    gamma: int = 5,
+    gamma: int = DEFAULTS.gamma,
     *,
     device: DeviceLike = None,
     chunk_size: int | None = None,
@@ -137,7 +138,7 @@ def select_text_space(
 def retrieve_counterparts(
     image_embeddings: ArrayLike,
     text_embeddings: ArrayLike,
-    temperature: float = 0.005,
+    temperature: float = DEFAULTS.retrieval_temperature,
     *,
     device: DeviceLike = None,
     block_size: int | None = None,
@@ -201,9 +202,9 @@ def no_train_baseline(
     counterparts: ArrayLike,
     n_clusters: int,
     *,
-    seed: int = 0,
-    n_iter: int = 300,
-    n_restarts: int = 20,
+    seed: int = DEFAULTS.seed,
+    n_iter: int = DEFAULTS.kmeans_iter,
+    n_restarts: int = DEFAULTS.baseline_restarts,
     device: DeviceLike = None,
     backend: Backend = "auto",
     return_centers: bool = False,

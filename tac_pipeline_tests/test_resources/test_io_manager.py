@@ -62,3 +62,13 @@ def test_io_manager_round_trip_and_failed_run_keep_store_readable(tmp_path, monk
         assert pq.read_table(stored).equals(table)
         event = instance.get_latest_materialization_event(AssetKey("vectors"))
         assert event.asset_materialization.metadata["dagster/row_count"].value == 3
+
+
+def test_atomic_create_publishes_once_and_never_replaces(tmp_path):
+    from tac_pipeline.atomic import atomic_create
+
+    target = tmp_path / "sub" / "pinned.json"
+    assert atomic_create(target, lambda h: h.write(b"first"))
+    assert not atomic_create(target, lambda h: h.write(b"second"))
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["pinned.json"]  # no temporary file left
