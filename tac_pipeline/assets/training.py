@@ -180,17 +180,25 @@ def trained_heads(
     start = time.perf_counter()
     with compute_device.acquire(context.log) as device, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a batch shrunk to a small N is reported below instead
-        image_head, text_head, history = tac.train_heads(
-            embeddings(image_embeddings)[fit],
-            column_matrix(counterparts, "counterpart")[fit],
-            column_matrix(knn_graphs, "neighbors_image", dtype=np.int64),
-            column_matrix(knn_graphs, "neighbors_text", dtype=np.int64),
-            run.n_clusters,
-            training,
-            seed=run.seed,
-            device=device,
-            callback=log_epoch,
-        )
+        try:
+            image_head, text_head, history = tac.train_heads(
+                embeddings(image_embeddings)[fit],
+                column_matrix(counterparts, "counterpart")[fit],
+                column_matrix(knn_graphs, "neighbors_image", dtype=np.int64),
+                column_matrix(knn_graphs, "neighbors_text", dtype=np.int64),
+                run.n_clusters,
+                training,
+                seed=run.seed,
+                device=device,
+                callback=log_epoch,
+            )
+        except tac.TrainingDivergedError as exc:
+            sources = ", ".join(
+                f"{k} from {run.resolved.sources[k]}" for k in ("lr", "tau", "entropy_weight")
+            )
+            raise tac.TrainingDivergedError(
+                f"{exc} ({sources}; set them in dataset.toml's [tac] table or in this asset's run config)"
+            ) from exc
     seconds = time.perf_counter() - start
     context.add_output_metadata(
         {

@@ -20,6 +20,7 @@ _HOMES = {
         [
             "ClusterHead",
             "HeadTrainingConfig",
+            "TrainingDivergedError",
             "TrainingHistory",
             "balance_loss",
             "consistency_loss",

@@ -3,6 +3,7 @@ training-free baseline built on them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,8 +160,8 @@ def retrieve_counterparts(
         counterparts (N, d) float32 numpy, L2-normalised; with ``return_top`` also
         top_noun (N,) int64 (row into ``text_embeddings``) and top_weight (N,) float32.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"retrieval temperature must be finite and > 0, got {temperature}")
     dev = resolve_device(device)
     images = as_tensor(validate_embeddings(as_tensor(image_embeddings, dev), "image embeddings"), dev)
     texts = as_tensor(validate_embeddings(as_tensor(text_embeddings, dev), "text space embeddings"), dev)
@@ -177,6 +178,11 @@ def retrieve_counterparts(
         out[start:stop] = torch.nn.functional.normalize(weights @ texts, dim=1)
         top_weight[start:stop], top_noun[start:stop] = weights.max(dim=1)
     counterparts = out.cpu().numpy()
+    if not np.isfinite(counterparts).all():
+        raise ValueError(
+            f"retrieval temperature {temperature:g} is too small for float32: the retrieval softmax overflowed "
+            f"and the counterparts are not finite; raise retrieval_temperature (default {DEFAULTS.retrieval_temperature:g})"
+        )
     if return_top:
         return counterparts, top_noun.cpu().numpy(), top_weight.cpu().numpy()
     return counterparts
