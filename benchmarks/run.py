@@ -447,14 +447,20 @@ def bench_nouns(b: Bench) -> list[Row]:
 
 
 def bench_kmeans(b: Bench) -> list[Row]:
-    from tac_pipeline.tac import semantic_center_count, spherical_kmeans
+    from tac_pipeline.tac import DEFAULTS, semantic_center_count, spherical_kmeans
 
     v, _, _ = b.vectors()
     k_c = semantic_center_count(len(v), N_CLASSES)
     spherical_kmeans(v[:2_000], 10, n_iter=5, n_restarts=1, device=b.device, backend=b.args.backend)
     _, seconds, peak = b.measure(
         lambda: spherical_kmeans(
-            v, k_c, n_iter=300, n_restarts=10, seed=0, device=b.device, backend=b.args.backend
+            v,
+            k_c,
+            n_iter=DEFAULTS.kmeans_iter,
+            n_restarts=DEFAULTS.kmeans_restarts,
+            seed=DEFAULTS.seed,
+            device=b.device,
+            backend=b.args.backend,
         )
     )
     return [
@@ -464,7 +470,8 @@ def bench_kmeans(b: Bench) -> list[Row]:
             f"{seconds:.2f} s",
             seconds=seconds,
             peak_gpu_bytes=peak,
-            notes=f"≤ 300 iterations, best of 10; backend {b.backend_name()}",
+            notes=f"≤ {DEFAULTS.kmeans_iter} iterations, best of {DEFAULTS.kmeans_restarts}; "
+            f"backend {b.backend_name()}",
         )
     ]
 
@@ -698,6 +705,7 @@ def graph_on_engine(b: Bench) -> list[Row]:
         frame = frame.iloc[: b.scale.graph_nouns]
     source = b.drop(b.scale.drop_train, b.scale.drop_test)
     dev, backend, k = b.device, b.args.backend, N_CLASSES
+    params = tac.DEFAULTS  # the graph's settings, as the assets resolve them for a drop without overrides
 
     def encoder():  # every step that needs the model builds it, as each asset does
         return ClipEncoder.from_pretrained(b.model, b.pretrained, device=dev, batch_size=b.args.batch_size)
@@ -723,19 +731,29 @@ def graph_on_engine(b: Bench) -> list[Row]:
         centers, _ = timed(
             steps,
             "semantic_centers",
-            lambda: tac.spherical_kmeans(images[fit], k_c, seed=0, device=dev, backend=backend),
+            lambda: tac.spherical_kmeans(images[fit], k_c, seed=params.seed, device=dev, backend=backend),
         )
-        space = timed(steps, "text_space", lambda: tac.select_text_space(nouns, centers, 5, device=dev))
+        space = timed(
+            steps, "text_space", lambda: tac.select_text_space(nouns, centers, params.gamma, device=dev)
+        )
 
         def counterparts():
-            cp = tac.retrieve_counterparts(images, nouns[space.noun_indices], 0.005, device=dev)
+            cp = tac.retrieve_counterparts(
+                images, nouns[space.noun_indices], params.retrieval_temperature, device=dev
+            )
             _, base = tac.no_train_baseline(
-                images[report], cp[report], k, seed=0, device=dev, backend=backend, return_centers=True
+                images[report],
+                cp[report],
+                k,
+                seed=params.seed,
+                device=dev,
+                backend=backend,
+                return_centers=True,
             )
             return cp, tac.assign_to_centers(tac.concat_modalities(images, cp), base)
 
         cp, no_train = timed(steps, "counterparts", counterparts)
-        n_nb = min(50, len(fit) - 1)
+        n_nb = min(params.n_neighbors, len(fit) - 1)
         knn_v, knn_t = timed(
             steps,
             "knn_graphs",
@@ -745,8 +763,10 @@ def graph_on_engine(b: Bench) -> list[Row]:
         def heads():
             with warnings.catch_warnings():  # a batch shrunk to a small drop, as the asset does
                 warnings.simplefilter("ignore", UserWarning)
-                cfg = tac.HeadTrainingConfig.for_clusters(k)
-                return tac.train_heads(images[fit], cp[fit], knn_v, knn_t, k, cfg, seed=0, device=dev)
+                cfg = tac.HeadTrainingConfig(**params.head_training(k))
+                return tac.train_heads(
+                    images[fit], cp[fit], knn_v, knn_t, k, cfg, seed=params.seed, device=dev
+                )
 
         f, g, _ = timed(steps, "trained_heads", heads)
         p, q = timed(
@@ -754,7 +774,7 @@ def graph_on_engine(b: Bench) -> list[Row]:
         )
 
         def metrics():
-            _, kmeans = tac.spherical_kmeans(images[report], k, seed=0, device=dev, backend=backend)
+            _, kmeans = tac.spherical_kmeans(images[report], k, seed=params.seed, device=dev, backend=backend)
             predictions = [
                 kmeans,
                 no_train[report],

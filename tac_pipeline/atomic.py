@@ -1,5 +1,6 @@
 """Atomic writes, in one place: files and Parquet tables (a temporary sibling, flushed to disk, then renamed
-over the target) and folders (filled under a hidden sibling name, then renamed into place).
+over the target, or, to create a file only once, linked into place) and folders (filled under a hidden
+sibling name, then renamed into place).
 
 A crash mid-write leaves the previous file untouched; concurrent writers resolve as last-writer-wins, each
 rename publishing a complete file. A writer killed outright leaves its hidden ``.<name>.<uuid>.tmp`` (or
@@ -32,6 +33,23 @@ __all__ = [
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Create or replace ``path`` with what ``write(handle)`` writes, never exposing half a file."""
+    _publish(path, write, os.replace)
+
+
+def atomic_create(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> bool:
+    """Create ``path`` with what ``write(handle)`` writes unless it exists; never exposes half a file.
+
+    The complete temporary file is hard-linked to ``path``, which fails when ``path`` exists: of writers
+    racing for the same path exactly one wins. Returns True for the winner, False when ``path`` existed.
+    """
+    try:
+        _publish(path, write, os.link)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _publish(path, write, publish: Callable[[str, str], None]) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
@@ -41,7 +59,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

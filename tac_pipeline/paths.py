@@ -6,6 +6,7 @@ Layout under the root (see ``data/README.md``)::
     store/<asset>/<key>.parquet outputs written by the Parquet IO manager
     store/reports/<dataset>/    per-file outcomes a user must act on (skipped_files.parquet)
     store/intermediate/<run>/   hand-offs between the steps of one run (embedding shards), removed after use
+    store/run_settings/<dataset>/<run>.json   dataset.toml as the run read it at its start (one per run)
     cache/                      parsed vocabularies and other caches
     nltk_data/                  an nltk-readable WordNet built from the system database when needed
 """
@@ -13,6 +14,7 @@ Layout under the root (see ``data/README.md``)::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 DATA_DIR_ENV = "TAC_DATA_DIR"
@@ -47,3 +49,20 @@ def skipped_files_report(dataset: str, data_dir: str | os.PathLike[str] | None =
 def intermediate_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Per-run hand-offs between steps that are not assets (embedding shards): ``<store>/intermediate``."""
     return store_dir(data_dir) / "intermediate"
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def run_settings_dir(dataset: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<store>/run_settings/<dataset>/``: the settings each run of the dataset pinned at its start."""
+    from tac_pipeline.partitions import validate_dataset_key
+
+    return store_dir(data_dir) / "run_settings" / validate_dataset_key(dataset)
+
+
+def run_settings_path(dataset: str, run_id: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<store>/run_settings/<dataset>/<run id>.json`` (the run id validated: it becomes a file name)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"{run_id!r} is not a Dagster run id")
+    return run_settings_dir(dataset, data_dir) / f"{run_id}.json"

@@ -21,54 +21,36 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tac_pipeline.tac.params import TacParams, optional_field
 
 _FOLDER_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
 class TacOverrides(BaseModel):
-    """Hyper-parameters a drop may override; ``None`` keeps the default of docs/METHOD.md.
-
-    Every field has a range wide enough for any real use and narrow enough that a typo (``epochs = 1e9``,
-    ``lr = 1e30``, ``tau = 1e-300``) fails here, naming the field, instead of running for ever or
-    overflowing in the middle of a run.
-    """
+    """Hyper-parameters a drop may override; ``None`` keeps the default. Every field, its range and its
+    description come from ``TacParams`` (tac_pipeline/tac/params.py), the one home of TAC's settings."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    gamma: int | None = Field(default=None, ge=1, le=1000, description="Nouns kept per semantic centre (5).")
-    retrieval_temperature: float | None = Field(
-        default=None, ge=1e-4, le=10, description="Counterpart softmax temperature (0.005)."
-    )
-    n_neighbors: int | None = Field(default=None, ge=1, le=1000, description="kNN size per modality (50).")
-    kmeans_iter: int | None = Field(
-        default=None, ge=1, le=10_000, description="Spherical k-means iterations (300)."
-    )
-    kmeans_restarts: int | None = Field(
-        default=None, ge=1, le=1000, description="Centre k-means restarts (10)."
-    )
-    baseline_restarts: int | None = Field(
-        default=None, ge=1, le=1000, description="Baseline k-means restarts (20)."
-    )
-    n_centers: int | None = Field(
-        default=None, ge=1, le=1_000_000, description="Number of semantic centres (the rule of §3)."
-    )
-    epochs: int | None = Field(
-        default=None, ge=1, le=10_000, description="Training epochs (20 if K < 100, else 100)."
-    )
-    batch_size: int | None = Field(
-        default=None,
-        ge=2,
-        le=1_048_576,
-        description="Training batch (512 if K < 100, else 8192); at least 2 for batch normalisation.",
-    )
-    tau: float | None = Field(
-        default=None, ge=1e-3, le=1000, description="Distillation temperature (0.5 / 5.0)."
-    )
-    lr: float | None = Field(default=None, gt=0, le=10, description="Adam learning rate (1e-3).")
-    entropy_weight: float | None = Field(default=None, ge=0, le=1000, description="Balance weight (5).")
+    gamma: int | None = optional_field("gamma")
+    retrieval_temperature: float | None = optional_field("retrieval_temperature")
+    n_neighbors: int | None = optional_field("n_neighbors")
+    kmeans_iter: int | None = optional_field("kmeans_iter")
+    kmeans_restarts: int | None = optional_field("kmeans_restarts")
+    baseline_restarts: int | None = optional_field("baseline_restarts")
+    n_centers: int | None = optional_field("n_centers")
+    epochs: int | None = optional_field("epochs")
+    batch_size: int | None = optional_field("batch_size")
+    tau: float | None = optional_field("tau")
+    lr: float | None = optional_field("lr")
+    entropy_weight: float | None = optional_field("entropy_weight")
 
 
 class ImageSourceSettings(BaseModel):
@@ -126,9 +108,7 @@ class DatasetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     n_clusters: int | None = Field(default=None, ge=2, le=100_000, description="Number of clusters K.")
-    seed: int = Field(
-        default=0, ge=0, le=2**32 - 1, description="Seed of every random step; recorded with the results."
-    )
+    seed: int = TacParams.model_fields["seed"]
     resize: int | None = Field(
         default=None,
         ge=32,
@@ -158,19 +138,77 @@ def load_dataset_settings(drop_dir: str | Path) -> DatasetSettings:
     try:
         return DatasetSettings.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "extra_forbidden":
-                allowed = list(DatasetSettings.model_fields) + [
-                    f"{section}.{k}"
-                    for section, model in (("images", ImageSourceSettings), ("tac", TacOverrides))
-                    for k in model.model_fields
-                ]
-                problems.append(f"unknown field '{field}' (allowed: {', '.join(allowed)})")
-            else:
-                problems.append(f"field '{field}': {error['msg']} (got {error.get('input')!r})")
-        raise DatasetSettingsError(f"{path}: " + "; ".join(problems)) from None
+        raise DatasetSettingsError(f"{path}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Every field pydantic refused, named with its value (unknown fields with the allowed ones)."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            allowed = list(DatasetSettings.model_fields) + [
+                f"{section}.{k}"
+                for section, model in (("images", ImageSourceSettings), ("tac", TacOverrides))
+                for k in model.model_fields
+            ]
+            problems.append(f"unknown field '{field}' (allowed: {', '.join(allowed)})")
+        else:
+            problems.append(f"field '{field}': {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(problems)
+
+
+class RunConfigError(ValueError):
+    """A TAC setting in a run's config is out of its range; the message names the asset and the field."""
+
+
+#: Where a resolved setting came from, in precedence order.
+RUN_CONFIG, DATASET_TOML, DEFAULT = "run config", "dataset.toml", "default"
+
+
+@dataclass(frozen=True)
+class ResolvedParams:
+    """TAC's settings for one step, and where each came from (run config > dataset.toml > default)."""
+
+    params: TacParams
+    sources: dict[str, str]
+
+    def record(self, *names: str) -> dict[str, dict[str, Any]]:
+        """``{name: {"value": …, "from": …}}`` for the named settings, as the assets record them."""
+        return {name: {"value": getattr(self.params, name), "from": self.sources[name]} for name in names}
+
+
+def run_config_overrides(config: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The TAC settings an asset's run config sets, checked against the same ranges as ``dataset.toml``.
+
+    ``where`` names the config in the error (``ops.trained_heads.config``); keys that are not TAC settings
+    (``knn_method``, ``max_nouns``) and unset (None) values are left out.
+    """
+    chosen = {k: v for k, v in config.items() if k in TacOverrides.model_fields and v is not None}
+    try:
+        TacOverrides.model_validate(chosen)
+    except ValidationError as exc:
+        raise RunConfigError(f"run config {where}: {_problems(exc)}") from None
+    return chosen
+
+
+def resolve_params(
+    settings: DatasetSettings, run_overrides: Mapping[str, Any] | None = None
+) -> ResolvedParams:
+    """Apply the precedence: ``run_overrides`` (from :func:`run_config_overrides`) over ``dataset.toml``'s
+    ``seed`` and ``[tac]`` over ``TacParams``'s defaults."""
+    from_file = settings.tac.model_dump(exclude_none=True)
+    if "seed" in settings.model_fields_set:
+        from_file["seed"] = settings.seed
+    values, sources = {}, {}
+    for name in TacParams.model_fields:
+        for source, chosen in ((RUN_CONFIG, run_overrides or {}), (DATASET_TOML, from_file)):
+            if name in chosen:
+                values[name], sources[name] = chosen[name], source
+                break
+        else:
+            sources[name] = DEFAULT
+    return ResolvedParams(TacParams(**values), sources)
 
 
 def resolve_n_clusters(settings: DatasetSettings, label_names: list[str] | None, drop_dir: str | Path) -> int:

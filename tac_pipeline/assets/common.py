@@ -8,13 +8,23 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, OpExecutionContext, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    MetadataValue,
+    OpExecutionContext,
+    asset,
+)
 
+from tac_pipeline.assets.run_settings import pinned_dataset_settings, step_params
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
-from tac_pipeline.settings import DatasetSettings, resolve_n_clusters
+from tac_pipeline.settings import DATASET_TOML, DatasetSettings, ResolvedParams, resolve_n_clusters
 from tac_pipeline.tables import column_matrix
+from tac_pipeline.tac.params import TacParams
 
 #: The rows of ``metrics``, one per method, in this order.
 METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
@@ -58,26 +68,56 @@ def label_names(table: pa.Table) -> list[str]:
 
 @dataclass(frozen=True)
 class DatasetRun:
-    """What every stage needs to know about the partition being computed."""
+    """What a stage needs to know about the partition being computed, resolved once per run."""
 
     key: str
-    settings: DatasetSettings
-    n_clusters: int
+    settings: DatasetSettings  # dataset.toml as this run read it at its start
+    resolved: ResolvedParams  # this step's TAC settings and where each came from
+    n_clusters: int | None = None  # None for the stages that do not need K
+    n_clusters_from: str = ""
+
+    @property
+    def params(self) -> TacParams:
+        return self.resolved.params
 
     @property
     def seed(self) -> int:
-        return self.settings.seed
+        return self.params.seed
+
+    def settings_metadata(self, *names: str, **applied) -> dict:
+        """``settings``: the named settings (and K) this step used, each with its value and source.
+
+        ``applied`` gives the value a rule chose for a setting left at None (``n_centers``, ``epochs``…).
+        """
+        used = self.resolved.record("seed", *names)
+        for name, value in applied.items():
+            if used[name]["value"] is None:
+                used[name]["value"] = value
+        if self.n_clusters is not None:
+            used = {"n_clusters": {"value": self.n_clusters, "from": self.n_clusters_from}, **used}
+        return {"settings": MetadataValue.json(used)}
 
 
-def dataset_run(key: str, tac_data: TacDataResource, images: pa.Table) -> DatasetRun:
-    settings = tac_data.settings(key)
+def dataset_run(
+    context: AssetExecutionContext,
+    tac_data: TacDataResource,
+    images: pa.Table | None = None,
+    config: Config | None = None,
+) -> DatasetRun:
+    """The run's pinned settings, this step's ``config`` applied, and K when ``images`` are given."""
+    key = context.partition_key
+    settings = pinned_dataset_settings(context, tac_data)
+    resolved = step_params(context, settings, config)
+    if images is None:
+        return DatasetRun(key=key, settings=settings, resolved=resolved)
     k = resolve_n_clusters(settings, label_names(images), tac_data.drop_dir(key))
     if k >= images.num_rows:
         raise ValueError(
             f"dataset '{key}' asks for {k} clusters but has only {images.num_rows} images: "
             "lower n_clusters in dataset.toml or add images"
         )
-    return DatasetRun(key=key, settings=settings, n_clusters=k)
+    source = DATASET_TOML if settings.n_clusters is not None else "labels"
+    return DatasetRun(key=key, settings=settings, resolved=resolved, n_clusters=k, n_clusters_from=source)
 
 
 def embeddings(table: pa.Table, column: str = "embedding") -> np.ndarray:

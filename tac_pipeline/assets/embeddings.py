@@ -15,6 +15,7 @@ from pydantic import Field
 
 from tac_pipeline.assets.checks import embeddings_check, embeddings_check_spec
 from tac_pipeline.assets.common import dataset_asset, previous_output
+from tac_pipeline.assets.run_settings import pinned_dataset_settings
 from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
@@ -364,7 +365,7 @@ def build_embedding_assets(
             return MaterializeResult(value=own[0], metadata=own[1], check_results=[embeddings_check(own[0])])
 
         clip_encoder.require_identity(encoder_identity, "image_embeddings")
-        settings = tac_data.settings(context.partition_key)
+        settings = pinned_dataset_settings(context, tac_data)  # this run's dataset.toml, read once
         listing = tac_data.list_images(context.partition_key, settings)
         manifest = drop_manifest(drop)
         previous = previous_embeddings(context, encoder_identity, settings.resize)

@@ -136,7 +136,7 @@ def metrics(
     image_embeddings: pa.Table,
     tac_data: TacDataResource,
 ):
-    run = dataset_run(context.partition_key, tac_data, image_embeddings)
+    run = dataset_run(context, tac_data, image_embeddings)
     report, split_name = report_indices(image_embeddings)
     truth = cluster_labels["label"].to_numpy(zero_copy_only=False)[report]
     # Scores cover the reported images that carry a label; the others are counted and reported, never
@@ -183,6 +183,7 @@ def metrics(
             "scored_images": len(scored),
             "unlabelled_images": unlabelled,
             "metrics": MetadataValue.md(metrics_markdown(table)),
+            **run.settings_metadata(),
         },
         check_results=[metrics_check(table, cluster_labels)],
     )

@@ -48,6 +48,7 @@ from tac_pipeline.assets.embeddings import (
     previous_embeddings,
     resize_label,
 )
+from tac_pipeline.assets.run_settings import pinned_dataset_settings
 from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
@@ -211,7 +212,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         drop = tac_data.drop_dir(context.partition_key)
         if byo_table(drop) is not None:
             return ShardPlan(drop=drop, listing=None, slices=[(0, 0)] * n_shards, drop_digest=None)
-        settings = tac_data.settings(context.partition_key)
+        settings = pinned_dataset_settings(context, tac_data)  # this run's dataset.toml, read once
         listing = tac_data.list_images(context.partition_key, settings)
         slices = shard_slices(len(listing.records), n_shards)
         context.log.info(

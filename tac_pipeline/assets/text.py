@@ -5,7 +5,6 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
-from pydantic import Field
 
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
@@ -16,31 +15,24 @@ from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tables import embedding_array
-
-
-def pick(run_value, dataset_value, default):
-    """Run config wins over ``dataset.toml``, which wins over the spec default."""
-    if run_value is not None:
-        return run_value
-    if dataset_value is not None:
-        return dataset_value
-    return default
+from tac_pipeline.tac.params import optional_field
+from tac_pipeline.tac.text_space import IMAGES_PER_CENTER
 
 
 class SemanticCentersConfig(Config):
-    n_centers: int | None = Field(default=None, description="k_c; None: the spec's rule (N/300, or 3K).")
-    kmeans_iter: int | None = Field(default=None, description="Spherical k-means iterations (spec: 300).")
-    kmeans_restarts: int | None = Field(default=None, description="Best of this many restarts (spec: 10).")
+    n_centers: int | None = optional_field("n_centers")
+    kmeans_iter: int | None = optional_field("kmeans_iter")
+    kmeans_restarts: int | None = optional_field("kmeans_restarts")
 
 
 class TextSpaceConfig(Config):
-    gamma: int | None = Field(default=None, description="Nouns kept per semantic centre (spec: 5).")
+    gamma: int | None = optional_field("gamma")
 
 
 class CounterpartsConfig(Config):
-    retrieval_temperature: float | None = Field(default=None, description="Retrieval softmax (spec: 0.005).")
-    baseline_restarts: int | None = Field(default=None, description="Baseline k-means restarts (spec: 20).")
-    kmeans_iter: int | None = Field(default=None, description="Baseline k-means iterations (spec: 300).")
+    retrieval_temperature: float | None = optional_field("retrieval_temperature")
+    baseline_restarts: int | None = optional_field("baseline_restarts")
+    kmeans_iter: int | None = optional_field("kmeans_iter")
 
 
 @dataset_asset(
@@ -56,29 +48,29 @@ def semantic_centers(
     compute_device: ComputeDeviceResource,
     io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
-    run = dataset_run(context.partition_key, tac_data, image_embeddings)
-    overrides = run.settings.tac
+    run = dataset_run(context, tac_data, image_embeddings, config)
+    params = run.params
     fit = fit_indices(image_embeddings)
     rule_count = tac.semantic_center_count(len(fit), run.n_clusters)
-    n_centers = pick(config.n_centers, overrides.n_centers, rule_count)
+    n_centers = rule_count if params.n_centers is None else params.n_centers
     if n_centers > len(fit):
         raise ValueError(f"n_centers={n_centers} exceeds the {len(fit)} fitting images; lower it")
     with compute_device.acquire(context.log) as device:
         centers, assignment = tac.spherical_kmeans(
             embeddings(image_embeddings)[fit],
             n_centers,
-            n_iter=pick(config.kmeans_iter, overrides.kmeans_iter, 300),
-            n_restarts=pick(config.kmeans_restarts, overrides.kmeans_restarts, 10),
+            n_iter=params.kmeans_iter,
+            n_restarts=params.kmeans_restarts,
             seed=run.seed,
             device=device,
         )
     sizes = np.bincount(assignment, minlength=n_centers)
     if n_centers == rule_count:
-        ratio = len(fit) / run.n_clusters
+        ratio, per = len(fit) / run.n_clusters, IMAGES_PER_CENTER
         rule = (
-            f"N/K = {ratio:.0f} < 300, so k_c = 3·K = {rule_count}"
-            if ratio < 300
-            else f"k_c = round(N/300) = round({len(fit)}/300) = {rule_count}"
+            f"N/K = {ratio:.0f} < {per}, so k_c = 3·K = {rule_count}"
+            if ratio < per
+            else f"k_c = round(N/{per}) = round({len(fit)}/{per}) = {rule_count}"
         )
     else:
         rule = f"set to {n_centers} by configuration (the spec's rule gives {rule_count})"
@@ -94,6 +86,7 @@ def semantic_centers(
             "size_max": int(sizes.max()),
             "empty_centers": int((sizes == 0).sum()),
             "center_sizes": MetadataValue.json([int(s) for s in sizes]),
+            **run.settings_metadata("n_centers", "kmeans_iter", "kmeans_restarts", n_centers=n_centers),
             **figures.publish_figure(
                 figures.center_sizes_figure(sizes),
                 store=io_manager,
@@ -138,7 +131,8 @@ def text_space(
             f"noun embeddings are {noun_matrix.shape[1]} wide but the images are {centers.shape[1]} wide: "
             f"use the same encoder for both, or put a {BYO_NOUNS} of matching width in {drop}"
         )
-    gamma = pick(config.gamma, tac_data.settings(context.partition_key).tac.gamma, 5)
+    run = dataset_run(context, tac_data, config=config)
+    gamma = run.params.gamma
     selected = tac.select_text_space(noun_matrix, centers, gamma=gamma)
     rows = selected.noun_indices
     table = pa.table(
@@ -162,6 +156,7 @@ def text_space(
         "gamma": gamma,
         "centers_without_nouns": len(selected.centers_without_nouns),
         "nouns_by_center": MetadataValue.md(_nouns_by_center_markdown(table)),
+        **run.settings_metadata("gamma"),
     }
     # The check runs in this step, on the table in memory (no step process of its own). With a check the
     # op has two outputs: metadata goes in the result (``context.add_output_metadata`` would need the output
@@ -205,8 +200,8 @@ def counterparts(
     tac_data: TacDataResource,
     compute_device: ComputeDeviceResource,
 ) -> pa.Table:
-    run = dataset_run(context.partition_key, tac_data, image_embeddings)
-    overrides = run.settings.tac
+    run = dataset_run(context, tac_data, image_embeddings, config)
+    params = run.params
     images = embeddings(image_embeddings)
     nouns = embeddings(text_space)
     if len(nouns) == 0:
@@ -216,7 +211,7 @@ def counterparts(
         counterpart, top, weight = tac.retrieve_counterparts(
             images,
             nouns,
-            temperature=pick(config.retrieval_temperature, overrides.retrieval_temperature, 0.005),
+            temperature=params.retrieval_temperature,
             device=device,
             return_top=True,
         )
@@ -227,8 +222,8 @@ def counterparts(
             counterpart[report],
             run.n_clusters,
             seed=run.seed,
-            n_iter=pick(config.kmeans_iter, overrides.kmeans_iter, 300),
-            n_restarts=pick(config.baseline_restarts, overrides.baseline_restarts, 20),
+            n_iter=params.kmeans_iter,
+            n_restarts=params.baseline_restarts,
             device=device,
             return_centers=True,
         )
@@ -245,6 +240,7 @@ def counterparts(
             "most_retrieved_nouns": MetadataValue.md(
                 "| noun | images |\n| --- | --- |\n" + "\n".join(f"| {n} | {c} |" for n, c in most_retrieved)
             ),
+            **run.settings_metadata("retrieval_temperature", "kmeans_iter", "baseline_restarts"),
         }
     )
     return pa.table(

@@ -13,16 +13,16 @@ from pydantic import Field
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
 from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, fit_indices
-from tac_pipeline.assets.text import pick
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tables import column_matrix, index_array
+from tac_pipeline.tac.params import optional_field
 from tac_pipeline.tac.vectors import APPROXIMATE_KNN_ABOVE, APPROXIMATE_KNN_NPROBE, pick_knn_method
 
 
 class KnnConfig(Config):
-    n_neighbors: int | None = Field(default=None, description="Neighbours per image and modality (spec: 50).")
+    n_neighbors: int | None = optional_field("n_neighbors")
     knn_method: Literal["auto", "exact", "approximate"] = Field(
         default="auto",
         description=(
@@ -48,13 +48,11 @@ def shared_neighbour_fraction(a: np.ndarray, b: np.ndarray, rows_per_block: int 
 
 
 class HeadsConfig(Config):
-    epochs: int | None = Field(default=None, description="Epochs (spec: 20 when K < 100, else 100).")
-    batch_size: int | None = Field(
-        default=None, description="Batch size (spec: 512 when K < 100, else 8192)."
-    )
-    tau: float | None = Field(default=None, description="Distillation temperature τ_d (spec: 0.5 / 5.0).")
-    lr: float | None = Field(default=None, description="Adam learning rate (spec: 1e-3).")
-    entropy_weight: float | None = Field(default=None, description="Weight of L_bal (spec: 5).")
+    epochs: int | None = optional_field("epochs")
+    batch_size: int | None = optional_field("batch_size")
+    tau: float | None = optional_field("tau")
+    lr: float | None = optional_field("lr")
+    entropy_weight: float | None = optional_field("entropy_weight")
 
 
 @dataset_asset(
@@ -70,8 +68,9 @@ def knn_graphs(
     tac_data: TacDataResource,
     compute_device: ComputeDeviceResource,
 ) -> pa.Table:
+    run = dataset_run(context, tac_data, config=config)
     fit = fit_indices(image_embeddings)
-    wanted = pick(config.n_neighbors, tac_data.settings(context.partition_key).tac.n_neighbors, 50)
+    wanted = run.params.n_neighbors
     k = min(wanted, len(fit) - 1)
     if k < 1:
         raise ValueError(f"need at least 2 fitting images for neighbourhoods, the drop has {len(fit)}")
@@ -97,6 +96,7 @@ def knn_graphs(
             "knn_method": config.knn_method,
             "knn_search": search,
             "knn_seconds": round(seconds, 2),
+            **run.settings_metadata("n_neighbors", n_neighbors=k),
         }
     )
     return pa.table(
@@ -169,17 +169,10 @@ def trained_heads(
     compute_device: ComputeDeviceResource,
     io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
-    run = dataset_run(context.partition_key, tac_data, image_embeddings)
-    overrides = run.settings.tac
+    run = dataset_run(context, tac_data, image_embeddings, config)
     fit = knn_graphs["fit_index"].to_numpy()
-    training = tac.HeadTrainingConfig.for_clusters(
-        run.n_clusters,
-        epochs=pick(config.epochs, overrides.epochs, None),
-        batch_size=pick(config.batch_size, overrides.batch_size, None),
-        tau=pick(config.tau, overrides.tau, None),
-        lr=pick(config.lr, overrides.lr, None),
-        entropy_weight=pick(config.entropy_weight, overrides.entropy_weight, None),
-    )
+    applied = run.params.head_training(run.n_clusters)
+    training = tac.HeadTrainingConfig(**applied)
 
     def log_epoch(epoch: int, losses: dict[str, float]) -> None:
         context.log.info(
@@ -189,17 +182,25 @@ def trained_heads(
     start = time.perf_counter()
     with compute_device.acquire(context.log) as device, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a batch shrunk to a small N is reported below instead
-        image_head, text_head, history = tac.train_heads(
-            embeddings(image_embeddings)[fit],
-            column_matrix(counterparts, "counterpart")[fit],
-            column_matrix(knn_graphs, "neighbors_image", dtype=np.int64),
-            column_matrix(knn_graphs, "neighbors_text", dtype=np.int64),
-            run.n_clusters,
-            training,
-            seed=run.seed,
-            device=device,
-            callback=log_epoch,
-        )
+        try:
+            image_head, text_head, history = tac.train_heads(
+                embeddings(image_embeddings)[fit],
+                column_matrix(counterparts, "counterpart")[fit],
+                column_matrix(knn_graphs, "neighbors_image", dtype=np.int64),
+                column_matrix(knn_graphs, "neighbors_text", dtype=np.int64),
+                run.n_clusters,
+                training,
+                seed=run.seed,
+                device=device,
+                callback=log_epoch,
+            )
+        except tac.TrainingDivergedError as exc:
+            sources = ", ".join(
+                f"{k} from {run.resolved.sources[k]}" for k in ("lr", "tau", "entropy_weight")
+            )
+            raise tac.TrainingDivergedError(
+                f"{exc} ({sources}; set them in dataset.toml's [tac] table or in this asset's run config)"
+            ) from exc
     seconds = time.perf_counter() - start
     context.add_output_metadata(
         {
@@ -211,6 +212,7 @@ def trained_heads(
             "seed": run.seed,
             "device": device,
             "training_seconds": round(seconds, 2),
+            **run.settings_metadata(*applied, **applied),
             "final_losses": MetadataValue.json(
                 {
                     "L_dis": history.distillation[-1],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tac_pipeline.messages import listed
@@ -42,8 +43,25 @@ def _matrix(table: pa.Table, path: Path, expected_width: int | None = None) -> n
     column = table["embedding"]
     if not is_vector_type(column.type):
         raise ByoEmbeddingsError(f"{path}: column 'embedding' must be a list of floats, not {column.type}")
+    values = column.type.value_type
+    if not (pa.types.is_floating(values) or pa.types.is_integer(values)):
+        nested = (
+            " (a list of lists: give each row one flat list of its floats)" if is_vector_type(values) else ""
+        )
+        raise ByoEmbeddingsError(
+            f"{path}: column 'embedding' must hold one list of floats per row, not {column.type}{nested}"
+        )
     if column.null_count:
-        raise ByoEmbeddingsError(f"{path}: column 'embedding' has {column.null_count} empty rows")
+        missing = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+        raise ByoEmbeddingsError(
+            f"{path}: column 'embedding' is missing (null) in {len(missing)} row(s) (rows {listed(missing)})"
+        )
+    empty = np.flatnonzero(pc.list_value_length(column).to_numpy(zero_copy_only=False) == 0)
+    if len(empty):
+        raise ByoEmbeddingsError(
+            f"{path}: {len(empty)} row(s) hold an empty embedding list (rows {listed(empty)}); every row needs "
+            "its embedding's values"
+        )
     try:
         x = column_matrix(table, "embedding", dtype=np.float64)
     except ValueError as exc:
@@ -84,6 +102,8 @@ def read_byo_embeddings(path: str | Path) -> pa.Table:
     x = _matrix(table, path)
     n = table.num_rows
     labels = table["label"].cast(pa.string()) if "label" in table.column_names else pa.nulls(n, pa.string())
+    # An empty label is no label: the image is clustered and counted, not scored (as a null label).
+    labels = pc.if_else(pc.equal(labels, ""), pa.scalar(None, pa.string()), labels)
     splits = table["split"].cast(pa.string()) if "split" in table.column_names else pa.nulls(n, pa.string())
     split_values = set(splits.drop_null().to_pylist())
     if split_values - set(SPLITS):
@@ -109,11 +129,19 @@ def read_byo_nouns(path: str | Path, expected_width: int) -> pa.Table:
     table = _read(path, ("noun", "embedding"))
     if table.num_rows == 0:
         raise ByoEmbeddingsError(f"{path}: no rows")
+    nouns = table["noun"].cast(pa.string())
+    blank = np.flatnonzero(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(nouns), ""), True).to_numpy(False))
+    if len(blank):
+        where = "every row" if len(blank) == table.num_rows else f"{len(blank)} row(s) (rows {listed(blank)})"
+        raise ByoEmbeddingsError(
+            f"{path}: column 'noun' is empty or null in {where}: each embedding needs its noun, the word the "
+            "text space shows and names clusters after"
+        )
     x = _matrix(table, path, expected_width)
     n = table.num_rows
     return pa.table(
         {
-            "noun": table["noun"].cast(pa.string()),
+            "noun": nouns,
             "synset": table["synset"].cast(pa.string())
             if "synset" in table.column_names
             else pa.nulls(n, pa.string()),

@@ -3,62 +3,65 @@
 The mathematics of docs/METHOD.md §3-§8 as small, typed, device-agnostic functions; ``TAC`` composes
 them. Nothing here imports Dagster. Every function accepts numpy arrays or torch tensors and
 returns numpy arrays (heads are torch modules).
+
+The names below load on first use (PEP 562), so ``tac_pipeline.tac.params``, TAC's settings, is
+importable without torch (``dataset.toml`` parsing and the drop sensor need it, not the mathematics).
 """
 
-from .device import as_tensor, resolve_device, to_numpy
-from .estimator import TAC
-from .heads import (
-    ClusterHead,
-    HeadTrainingConfig,
-    TrainingHistory,
-    balance_loss,
-    consistency_loss,
-    distillation_loss,
-    predict_proba,
-    train_heads,
-)
-from .metrics import cluster_metrics, clustering_accuracy
-from .stability import match_cluster_ids, relabel_stably
-from .text_space import (
-    TextSpace,
-    classify_nouns,
-    concat_modalities,
-    no_train_baseline,
-    retrieve_counterparts,
-    select_text_space,
-    semantic_center_count,
-)
-from .validation import validate_embeddings
-from .vectors import assign_to_centers, drop_self, faiss_has_gpu, knn_inner_product, spherical_kmeans
+from __future__ import annotations
 
-__all__ = [
-    "TAC",
-    "ClusterHead",
-    "HeadTrainingConfig",
-    "TextSpace",
-    "TrainingHistory",
-    "as_tensor",
-    "assign_to_centers",
-    "balance_loss",
-    "classify_nouns",
-    "cluster_metrics",
-    "clustering_accuracy",
-    "concat_modalities",
-    "consistency_loss",
-    "distillation_loss",
-    "drop_self",
-    "faiss_has_gpu",
-    "knn_inner_product",
-    "match_cluster_ids",
-    "no_train_baseline",
-    "predict_proba",
-    "relabel_stably",
-    "resolve_device",
-    "retrieve_counterparts",
-    "select_text_space",
-    "semantic_center_count",
-    "spherical_kmeans",
-    "to_numpy",
-    "train_heads",
-    "validate_embeddings",
-]
+import importlib
+
+#: Public name -> the module of this package that defines it.
+_HOMES = {
+    **dict.fromkeys(["as_tensor", "resolve_device", "to_numpy"], "device"),
+    "TAC": "estimator",
+    **dict.fromkeys(
+        [
+            "ClusterHead",
+            "HeadTrainingConfig",
+            "TrainingDivergedError",
+            "TrainingHistory",
+            "balance_loss",
+            "consistency_loss",
+            "distillation_loss",
+            "predict_proba",
+            "train_heads",
+        ],
+        "heads",
+    ),
+    **dict.fromkeys(["cluster_metrics", "clustering_accuracy"], "metrics"),
+    **dict.fromkeys(["DEFAULTS", "TacParams"], "params"),
+    **dict.fromkeys(["match_cluster_ids", "relabel_stably"], "stability"),
+    **dict.fromkeys(
+        [
+            "TextSpace",
+            "classify_nouns",
+            "concat_modalities",
+            "no_train_baseline",
+            "retrieve_counterparts",
+            "select_text_space",
+            "semantic_center_count",
+        ],
+        "text_space",
+    ),
+    "validate_embeddings": "validation",
+    **dict.fromkeys(
+        ["assign_to_centers", "drop_self", "faiss_has_gpu", "knn_inner_product", "spherical_kmeans"],
+        "vectors",
+    ),
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -10,6 +10,7 @@ import numpy as np
 
 from .device import ArrayLike, DeviceLike, resolve_device, to_numpy
 from .heads import ClusterHead, HeadTrainingConfig, TrainingHistory, predict_proba, train_heads
+from .params import DEFAULTS
 from .text_space import (
     TextSpace,
     no_train_baseline,
@@ -25,6 +26,9 @@ Head = Literal["image", "text", "mean"]
 
 class TAC:
     """Text-Aided Clustering (Li et al., ICML 2024) with every default of the spec.
+
+    The keyword arguments are the fields of :class:`~tac_pipeline.tac.params.TacParams`, which holds their
+    defaults and ranges: ``TAC(n_clusters, **params.model_dump())``.
 
     ``fit`` runs: semantic centres (spherical k-means on the images) -> text space (gamma nouns
     per centre) -> counterparts (soft retrieval) -> kNN in both spaces -> the two cluster heads.
@@ -55,20 +59,20 @@ class TAC:
         self,
         n_clusters: int,
         *,
-        seed: int = 0,
+        seed: int = DEFAULTS.seed,
         device: DeviceLike = "auto",
-        gamma: int = 5,
-        retrieval_temperature: float = 0.005,
-        n_neighbors: int = 50,
-        n_centers: int | None = None,
-        kmeans_iter: int = 300,
-        kmeans_restarts: int = 10,
-        baseline_restarts: int = 20,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        tau: float | None = None,
-        lr: float = 1e-3,
-        entropy_weight: float = 5.0,
+        gamma: int = DEFAULTS.gamma,
+        retrieval_temperature: float = DEFAULTS.retrieval_temperature,
+        n_neighbors: int = DEFAULTS.n_neighbors,
+        n_centers: int | None = DEFAULTS.n_centers,
+        kmeans_iter: int = DEFAULTS.kmeans_iter,
+        kmeans_restarts: int = DEFAULTS.kmeans_restarts,
+        baseline_restarts: int = DEFAULTS.baseline_restarts,
+        epochs: int | None = DEFAULTS.epochs,
+        batch_size: int | None = DEFAULTS.batch_size,
+        tau: float | None = DEFAULTS.tau,
+        lr: float = DEFAULTS.lr,
+        entropy_weight: float = DEFAULTS.entropy_weight,
         backend: Backend = "auto",
         cuda_graph: bool = False,
     ):

@@ -10,6 +10,7 @@ back once per epoch.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from .params import DEFAULTS, LARGE_K_FROM, LARGE_K_TRAINING, SMALL_K_TRAINING
 from .validation import validate_embeddings
 
 
@@ -94,7 +96,11 @@ def consistency_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     reject; it leaves every valid value and its gradient unchanged. Returns a scalar tensor.
     """
     dot = (p * q).sum(dim=1).clamp(max=1.0)
-    return F.binary_cross_entropy(dot, torch.ones_like(dot))
+    # A NaN row (a diverged step) would make BCE raise on the CPU and fail a device assertion on CUDA. It
+    # scores as 1 instead, and the loss turns NaN through a detached zero term (exactly + 0 otherwise), so
+    # ``train_heads`` reports the divergence with the settings to change.
+    loss = F.binary_cross_entropy(dot.nan_to_num(nan=1.0), torch.ones_like(dot))
+    return loss + dot.detach().sum() * 0
 
 
 def _entropy_of_mean(p: torch.Tensor) -> torch.Tensor:
@@ -130,30 +136,48 @@ class HeadTrainingConfig:
             per-step launch overhead). Ignored on CPU. Experimental: off by default.
     """
 
-    epochs: int = 20
-    batch_size: int = 512
-    tau: float = 0.5
-    lr: float = 1e-3
+    epochs: int = SMALL_K_TRAINING["epochs"]
+    batch_size: int = SMALL_K_TRAINING["batch_size"]
+    tau: float = SMALL_K_TRAINING["tau"]
+    lr: float = DEFAULTS.lr
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    entropy_weight: float = 5.0
+    entropy_weight: float = DEFAULTS.entropy_weight
     cuda_graph: bool = False
 
     @classmethod
     def for_clusters(cls, n_clusters: int, **overrides) -> HeadTrainingConfig:
-        """Spec defaults for K clusters; keyword overrides that are None are ignored."""
-        if n_clusters < 100:
-            values: dict = {"epochs": 20, "batch_size": 512, "tau": 0.5}
-        else:
-            values = {"epochs": 100, "batch_size": 8192, "tau": 5.0}
+        """Spec defaults for K clusters (``TacParams.head_training``); keyword overrides that are None are
+        ignored."""
+        values: dict = DEFAULTS.head_training(n_clusters)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
-        if self.tau <= 0 or self.lr <= 0:
-            raise ValueError(f"tau and lr must be > 0, got {self.tau} and {self.lr}")
+        if not (math.isfinite(self.tau) and self.tau > 0 and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"tau and lr must be finite and > 0, got {self.tau} and {self.lr}")
+        if not (math.isfinite(self.entropy_weight) and self.entropy_weight >= 0):
+            raise ValueError(f"entropy_weight must be finite and >= 0, got {self.entropy_weight}")
+
+
+class TrainingDivergedError(ValueError):
+    """Head training produced a non-finite loss or weights; the message names the settings to change."""
+
+
+def _check_finite(epoch: int, cfg: HeadTrainingConfig, losses: list[float], weights_finite: bool) -> None:
+    if weights_finite and all(math.isfinite(x) for x in losses):
+        return
+    what = "the loss" if not all(math.isfinite(x) for x in losses) else "the heads' weights"
+    l_dis, l_con, l_bal = losses
+    raise TrainingDivergedError(
+        f"head training diverged in epoch {epoch + 1} of {cfg.epochs}: {what} is not finite "
+        f"(L_dis {l_dis:.4g}, L_con {l_con:.4g}, L_bal {l_bal:.4g}). The step size or a temperature is out of "
+        f"proportion: lower lr (now {cfg.lr:g}), raise tau (now {cfg.tau:g}) or lower entropy_weight "
+        f"(now {cfg.entropy_weight:g}); the defaults are lr {DEFAULTS.lr:g}, tau {SMALL_K_TRAINING['tau']:g} "
+        f"(K < {LARGE_K_FROM}) or {LARGE_K_TRAINING['tau']:g}, entropy_weight {DEFAULTS.entropy_weight:g}"
+    )
 
 
 @dataclass
@@ -314,7 +338,11 @@ def train_heads(
                 graph.replay()
             else:
                 step(perm[s], picks_img[s], picks_txt[s])
-        l_dis, l_con, l_bal = (totals / steps).tolist()  # the epoch's single host sync
+        # The epoch's single host sync: its mean losses and whether every weight is still finite.
+        weights_finite = torch.stack([x.detach().isfinite().all() for x in params]).all()
+        *means, finite = torch.cat([totals / steps, weights_finite.to(totals.dtype)[None]]).tolist()
+        _check_finite(epoch, cfg, means, bool(finite))
+        l_dis, l_con, l_bal = means
         seconds = time.perf_counter() - started
         losses = {
             "distillation": l_dis,

@@ -3,12 +3,14 @@ training-free baseline built on them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from .params import DEFAULTS
 from .validation import validate_embeddings
 from .vectors import Backend, _rows_per_block, spherical_kmeans
 
@@ -98,7 +100,7 @@ def classify_nouns(
 def select_text_space(
     noun_embeddings: ArrayLike,
     centers: ArrayLike,
-    gamma: int = 5,
+    gamma: int = DEFAULTS.gamma,
     *,
     device: DeviceLike = None,
     chunk_size: int | None = None,
@@ -137,7 +139,7 @@ def select_text_space(
 def retrieve_counterparts(
     image_embeddings: ArrayLike,
     text_embeddings: ArrayLike,
-    temperature: float = 0.005,
+    temperature: float = DEFAULTS.retrieval_temperature,
     *,
     device: DeviceLike = None,
     block_size: int | None = None,
@@ -158,8 +160,8 @@ def retrieve_counterparts(
         counterparts (N, d) float32 numpy, L2-normalised; with ``return_top`` also
         top_noun (N,) int64 (row into ``text_embeddings``) and top_weight (N,) float32.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"retrieval temperature must be finite and > 0, got {temperature}")
     dev = resolve_device(device)
     images = as_tensor(validate_embeddings(as_tensor(image_embeddings, dev), "image embeddings"), dev)
     texts = as_tensor(validate_embeddings(as_tensor(text_embeddings, dev), "text space embeddings"), dev)
@@ -176,6 +178,11 @@ def retrieve_counterparts(
         out[start:stop] = torch.nn.functional.normalize(weights @ texts, dim=1)
         top_weight[start:stop], top_noun[start:stop] = weights.max(dim=1)
     counterparts = out.cpu().numpy()
+    if not np.isfinite(counterparts).all():
+        raise ValueError(
+            f"retrieval temperature {temperature:g} is too small for float32: the retrieval softmax overflowed "
+            f"and the counterparts are not finite; raise retrieval_temperature (default {DEFAULTS.retrieval_temperature:g})"
+        )
     if return_top:
         return counterparts, top_noun.cpu().numpy(), top_weight.cpu().numpy()
     return counterparts
@@ -201,9 +208,9 @@ def no_train_baseline(
     counterparts: ArrayLike,
     n_clusters: int,
     *,
-    seed: int = 0,
-    n_iter: int = 300,
-    n_restarts: int = 20,
+    seed: int = DEFAULTS.seed,
+    n_iter: int = DEFAULTS.kmeans_iter,
+    n_restarts: int = DEFAULTS.baseline_restarts,
     device: DeviceLike = None,
     backend: Backend = "auto",
     return_centers: bool = False,

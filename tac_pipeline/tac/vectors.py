@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from .params import DEFAULTS
 from .validation import validate_embeddings
 
 try:  # faiss is the CPU workhorse; a GPU machine without it runs everything through the torch path
@@ -163,9 +164,9 @@ def spherical_kmeans(
     x: ArrayLike,
     n_clusters: int,
     *,
-    n_iter: int = 300,
-    n_restarts: int = 10,
-    seed: int = 0,
+    n_iter: int = DEFAULTS.kmeans_iter,
+    n_restarts: int = DEFAULTS.kmeans_restarts,
+    seed: int = DEFAULTS.seed,
     device: DeviceLike = None,
     backend: Backend = "auto",
     max_points_per_centroid: int | None = None,

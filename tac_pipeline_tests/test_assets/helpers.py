@@ -53,6 +53,7 @@ def materialize_dataset(
     key: str,
     encoder: ClipEncoderResource | None = None,
     raise_on_error: bool = True,
+    run_config: dict | None = None,
 ):
     encoder = encoder or tiny_encoder()
     if not instance.has_dynamic_partition(datasets_partitions.name, key):
@@ -65,6 +66,7 @@ def materialize_dataset(
         resources=resources(data_dir, encoder),
         instance=instance,
         raise_on_error=raise_on_error,
+        run_config=run_config,
     )
 
 

@@ -111,3 +111,13 @@ def test_figures_go_where_the_io_manager_keeps_them_local_or_fsspec(tmp_path):
             store.figure_path("trained_heads", "../x", "loss")
     with pytest.raises(TypeError, match="ParquetIOManager"):
         publish_figure(fig, store=object(), asset="trained_heads", partition="toy", name="loss", title="t")
+
+
+def test_atomic_create_publishes_once_and_never_replaces(tmp_path):
+    from tac_pipeline.atomic import atomic_create
+
+    target = tmp_path / "sub" / "pinned.json"
+    assert atomic_create(target, lambda h: h.write(b"first"))
+    assert not atomic_create(target, lambda h: h.write(b"second"))
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["pinned.json"]  # no temporary file left

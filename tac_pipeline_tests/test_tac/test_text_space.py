@@ -151,3 +151,12 @@ def test_baseline_centres_extend_to_other_rows():
     np.testing.assert_array_equal(assign_to_centers(both, centers), labels)
     with pytest.raises(ValueError, match="wide"):
         assign_to_centers(v, centers)
+
+
+def test_a_retrieval_temperature_that_overflows_is_refused_naming_the_setting():
+    rng = np.random.default_rng(0)
+    images, nouns = unit_rows(rng.standard_normal((20, 8))), unit_rows(rng.standard_normal((6, 8)))
+    with pytest.raises(ValueError, match="counterparts are not finite; raise retrieval_temperature"):
+        retrieve_counterparts(images, nouns, 1e-300)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        retrieve_counterparts(images, nouns, float("inf"))

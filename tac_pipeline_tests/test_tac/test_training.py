@@ -10,7 +10,9 @@ import torch
 from tac_pipeline.tac import (
     ClusterHead,
     HeadTrainingConfig,
+    TrainingDivergedError,
     cluster_metrics,
+    consistency_loss,
     knn_inner_product,
     predict_proba,
     train_heads,
@@ -140,3 +142,30 @@ def test_predict_proba_eval_mode(small_problem):
     assert f.training  # mode restored
     # Eval mode uses running statistics, so a row's output does not depend on its batch.
     np.testing.assert_allclose(predict_proba(f, v[:1]), p[:1], atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{"lr": 1e30}, {"tau": 1e-300}])
+def test_divergence_stops_training_naming_the_settings(small_problem, overrides):
+    """Outside the settings' ranges the loss turns non-finite: a clear error, not BCE's "between 0 and 1"."""
+    v, t, kv, kt, _ = small_problem
+    with pytest.raises(TrainingDivergedError, match=r"diverged in epoch \d+ of 5: .* lower lr .* raise tau"):
+        train_heads(v, t, kv, kt, 4, HeadTrainingConfig(epochs=5, batch_size=64, **overrides))
+
+
+@pytest.mark.parametrize("overrides", [{"lr": float("inf")}, {"tau": float("nan")}, {"entropy_weight": -1.0}])
+def test_non_finite_or_negative_training_settings_are_refused(overrides):
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        HeadTrainingConfig(**overrides)
+
+
+def test_consistency_loss_turns_nan_instead_of_raising_and_is_unchanged_otherwise():
+    q = torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert torch.isnan(consistency_loss(torch.full((4, 3), float("nan")), q))
+    p = torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), dim=1).requires_grad_()
+    dot = (p * q).sum(dim=1)
+    expected = torch.nn.functional.binary_cross_entropy(dot, torch.ones_like(dot))
+    loss = consistency_loss(p, q)
+    assert loss.item() == expected.item()
+    (grad,) = torch.autograd.grad(loss, p)
+    (expected_grad,) = torch.autograd.grad(expected, p)
+    assert torch.equal(grad, expected_grad)
