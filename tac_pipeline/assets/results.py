@@ -116,7 +116,7 @@ def _kmeans_baseline(context, image_embeddings, tac_data, *, n_clusters, device)
     Fitted on the reported rows (the test split when there is one, as the metrics are); every other row
     takes its nearest centre, so the column covers the whole table like the other clusterings.
     """
-    run = dataset_run(context.partition_key, tac_data, image_embeddings)
+    run = dataset_run(context, tac_data, image_embeddings)
     report, _ = report_indices(image_embeddings)
     x = embeddings(image_embeddings)
     centers, fitted = tac.spherical_kmeans(x[report], n_clusters, seed=run.seed, device=device)
