@@ -78,15 +78,15 @@ def _materialize(
         raise ClusterError(_failure_message(instance, before))
 
 
-def _nouns_current(instance, env: dict[str, str]) -> bool:
-    """True when noun embeddings exist for the configured encoder (same code version, file present)."""
+def _needs_noun_run(instance, env: dict[str, str], dataset: str, drop: Path) -> bool:
+    """True when the drop takes the shared noun embeddings and those are missing or made by another encoder."""
     from tac_pipeline.assets.embeddings import noun_code_version
-    from tac_pipeline.automation.sensors import nouns_current
+    from tac_pipeline.assets.nouns import waiting_for_shared_nouns
     from tac_pipeline.encoders.wordnet import vocabulary_from_env
     from tac_pipeline.resources.compute import encoder_from_env
 
     version = noun_code_version(encoder_from_env(env).identity(), vocabulary_from_env(env))
-    return nouns_current(instance, version) and (store_dir() / f"{NOUN_ASSET}.parquet").exists()
+    return bool(waiting_for_shared_nouns(instance, version, {dataset: drop}))
 
 
 #: How many skipped files the shell lists before it points at the full report.
@@ -124,7 +124,10 @@ def cluster(
     instance = _instance()
     if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
         instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
-    if max_nouns is not None or not _nouns_current(instance, env):
+    from tac_pipeline.assets.nouns import uses_shared_nouns
+
+    # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or WordNet).
+    if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(instance, env, dataset, drop):
         config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
         _materialize([NOUN_ASSET], None, env, instance, config)
     started = time.time()

@@ -124,7 +124,8 @@ def build_definitions(
             define_asset_job(
                 "cluster_dataset",
                 selection=[a.key for a in assets if a.partitions_def is not None],
-                description="Cluster one dataset partition (its noun embeddings must exist).",
+                description="Cluster one dataset partition (the shared noun embeddings must exist, unless the "
+                "drop has its own nouns.parquet).",
             )
         ],
         resources=resources,

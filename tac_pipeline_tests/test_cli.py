@@ -89,3 +89,30 @@ def test_an_all_bad_drop_fails_with_the_reasons_and_records_them(data_dir):
 
     frame = pd.read_parquet(data_dir / "store" / "reports" / "allbad" / "skipped_files.parquet")
     assert sorted(frame["file"]) == [f"cat/broken_{i:02d}.png" for i in range(3)]
+
+
+def test_a_drop_with_its_own_nouns_clusters_with_the_default_model_unreachable(tmp_path):
+    """``make cluster`` on a drop holding embeddings.parquet and nouns.parquet: the default ViT-B-32 weights
+    cannot be had (offline, empty cache) and the data root has no WordNet, yet it clusters, and the shared
+    noun embeddings are never made."""
+    from tac_pipeline_tests.test_assets.helpers import byo_embeddings, byo_nouns
+
+    data = tmp_path / "data"
+    drop = data / "drops" / "planted"
+    drop.mkdir(parents=True)
+    byo_nouns(drop / "nouns.parquet", byo_embeddings(drop / "embeddings.parquet", 30, 16))
+    (drop / "dataset.toml").write_text("n_clusters = 3\n[tac]\nepochs = 20\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAC_CLIP_")}
+    env.update(
+        TAC_DATA_DIR=str(data), DAGSTER_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1",
+        TAC_CLIP_CACHE_DIR=str(tmp_path / "no-weights"), TAC_EXECUTOR="in_process",
+    )  # fmt: skip
+    (tmp_path / "home").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tac_pipeline.cli", "cluster", "planted"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Metrics for 'planted'" in done.stdout and "tac_image" in done.stdout
+    assert not (data / "store" / "wordnet_noun_embeddings.parquet").exists()
+    assert not (data / "cache").exists() and not (data / "nltk_data").exists()  # WordNet never looked for

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetsDefinition
 
 from tac_pipeline.assets.embeddings import build_embedding_assets
+from tac_pipeline.assets.nouns import NOUN_ASSET
 from tac_pipeline.assets.results import cluster_labels, metrics
 from tac_pipeline.assets.text import counterparts, semantic_centers, text_space
 from tac_pipeline.assets.training import knn_graphs, trained_heads
@@ -21,7 +22,6 @@ ASSET_NAMES = (
     "cluster_labels",
     "metrics",
 )
-NOUN_ASSET = "wordnet_noun_embeddings"
 #: The assets partitioned by dataset: everything but the shared noun embeddings.
 DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 
