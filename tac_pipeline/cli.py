@@ -142,16 +142,42 @@ def cluster(
     return metrics_markdown(pq.read_table(store_dir() / "metrics" / f"{dataset}.parquet"))
 
 
-def _check_encoder(model: str | None, pretrained: str | None) -> str | None:
-    """Build the encoder once so that missing weights stop the demo before any run starts."""
+def _check_encoder(model: str | None, pretrained: str | None) -> Exception | None:
+    """Build the encoder once, so that missing weights are known before any run starts."""
     from tac_pipeline.encoders import EncoderUnavailableError
     from tac_pipeline.resources.compute import encoder_from_env
 
     try:
         encoder_from_env(_encoder_env(model, pretrained)).build("cpu")
     except EncoderUnavailableError as exc:
-        return str(exc)
+        return exc
     return None
+
+
+def _prepare_demo(model: str | None, pretrained: str | None):
+    """The digits drop, the demo's encoder (the smoke model when the default weights cannot be had) and
+    WordNet (installed where it can be); None after printing why the demo cannot run."""
+    from tac_pipeline import provision
+    from tac_pipeline.encoders.wordnet import WordNetUnavailableError
+
+    target = drop_path("digits")
+    count = write_digits_drop(target)
+    print(f"Wrote {count} digit images (scikit-learn's bundled digits) to {target}.")
+    try:
+        chosen = provision.demo_encoder(model, pretrained, _check_encoder)
+    except RuntimeError as exc:
+        print(
+            f"\n{exc}\n\nOffline, run the smoke model instead:\n    make demo MODEL=tac-tiny", file=sys.stderr
+        )
+        return None
+    if chosen.fallback_notice:
+        print(chosen.fallback_notice)
+    try:
+        provision.ensure_wordnet()
+    except WordNetUnavailableError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return None
+    return chosen
 
 
 def reproduce(
@@ -232,25 +258,24 @@ def main(argv: list[str] | None = None) -> int:
             max_nouns=args.max_nouns,
         )
     try:
+        chosen = None
         if args.command == "demo":
-            target = drop_path("digits")
-            count = write_digits_drop(target)
-            print(f"Wrote {count} digit images (scikit-learn's bundled digits) to {target}.")
-            problem = _check_encoder(args.model, args.pretrained)
-            if problem is not None:
-                print(
-                    f"\n{problem}\n\nOffline, run the smoke model instead:\n    make demo MODEL=tac-tiny",
-                    file=sys.stderr,
-                )
+            chosen = _prepare_demo(args.model, args.pretrained)
+            if chosen is None:
                 return 1
-            dataset = "digits"
+            dataset, model, pretrained = "digits", chosen.model, chosen.pretrained
         else:
-            dataset = args.dataset
-        table = cluster(dataset, model=args.model, pretrained=args.pretrained, max_nouns=args.max_nouns)
+            dataset, model, pretrained = args.dataset, args.model, args.pretrained
+        table = cluster(dataset, model=model, pretrained=pretrained, max_nouns=args.max_nouns)
     except (ClusterError, InvalidDatasetKeyError) as exc:
         print(f"\nclustering failed:\n{exc}", file=sys.stderr)
         return 1
-    print(f"\nMetrics for '{dataset}' (percent):\n\n{table}\n")
+    results = f"Metrics for '{dataset}' (percent):\n\n{table}\n"
+    if chosen is not None and chosen.smoke:
+        from tac_pipeline.provision import random_weights_banner
+
+        results = f"{random_weights_banner()}\n{results}{random_weights_banner()}\n"
+    print(f"\n{results}")
     print("Open the Dagster UI on this machine with:\n    make ui        # then http://127.0.0.1:3000")
     return 0
 
