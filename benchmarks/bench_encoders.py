@@ -124,11 +124,11 @@ def bench_images(encoder, paths: list[Path], workers: int | None, label: str) ->
 
 def bench_nouns(encoder, nouns: list[str], source: str, full_count: int) -> dict:
     from tac_pipeline.encoders import NOUN_TEMPLATES
-    from tac_pipeline.encoders.clip import _PromptTokens
+    from tac_pipeline.encoders.clip.tokens import PromptTokens
 
     encoder.encode_nouns(nouns[:256])  # warm-up
     start = time.perf_counter()
-    prompts = _PromptTokens(encoder.tokenizer, nouns, NOUN_TEMPLATES, encoder.context_length)
+    prompts = PromptTokens(encoder.tokenizer, nouns, NOUN_TEMPLATES, encoder.context_length)
     tokenize_s = time.perf_counter() - start
     start = time.perf_counter()
     emb = encoder.encode_nouns(nouns)
@@ -174,7 +174,9 @@ def main() -> None:
 
     from tac_pipeline.encoders import ClipEncoder
 
-    encoder = ClipEncoder(args.model, args.pretrained, device=args.device, batch_size=args.batch_size)
+    encoder = ClipEncoder.from_pretrained(
+        args.model, args.pretrained, device=args.device, batch_size=args.batch_size
+    )
     header = {
         "encoder": repr(encoder),
         "torch_threads": torch.get_num_threads(),

@@ -178,7 +178,7 @@ def point_embed(n: int, opts: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
         paths = write_images(Path(tmp), n, (32, 32), "PNG")
         records = [ImageRecord(image_id=p.name, path=p) for p in paths]
-        encoder = ClipEncoder("tac-tiny", "none", device="cpu", batch_size=256)
+        encoder = ClipEncoder.from_pretrained("tac-tiny", "none", device="cpu", batch_size=256)
         encode_drop(encoder, records[:256], num_workers=0)  # warm-up: model, threads
         data = _rss_mib()
         start = time.perf_counter()

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tac_pipeline.assets import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.demo_data import write_digits_drop
-from tac_pipeline.partitions import InvalidDatasetKeyError, datasets_partitions, drop_path
+from tac_pipeline.drops import InvalidDatasetKeyError, drop_path
+from tac_pipeline.jobs import DATASET_ASSETS, NOUN_ASSET
+from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import store_dir
 
 
@@ -81,8 +82,8 @@ def _materialize(
 def _needs_noun_run(instance, env: dict[str, str], dataset: str, drop: Path) -> bool:
     """True when the drop takes the shared noun embeddings and those are missing or made by another encoder."""
     from tac_pipeline.assets.embeddings import noun_code_version
-    from tac_pipeline.assets.nouns import waiting_for_shared_nouns
     from tac_pipeline.encoders.wordnet import vocabulary_from_env
+    from tac_pipeline.nouns import waiting_for_shared_nouns
     from tac_pipeline.resources.compute import encoder_from_env
 
     version = noun_code_version(encoder_from_env(env).identity(), vocabulary_from_env(env))
@@ -124,7 +125,7 @@ def cluster(
     instance = _instance()
     if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
         instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
-    from tac_pipeline.assets.nouns import uses_shared_nouns
+    from tac_pipeline.nouns import uses_shared_nouns
 
     # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or WordNet).
     if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(instance, env, dataset, drop):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, Enum, EnumValue, Field, define_asset_job, multi_or_in_process_executor
+from dagster import Definitions, Enum, EnumValue, Field, multi_or_in_process_executor
 
 from tac_pipeline.assets import build_assets
 from tac_pipeline.assets.checks import build_asset_checks
-from tac_pipeline.assets.embeddings import noun_code_version
 from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.deployment import Deployment, deployment_from_env
 from tac_pipeline.encoders.wordnet import vocabulary_from_env
+from tac_pipeline.jobs import JOBS
 from tac_pipeline.paths import data_root, store_dir
 from tac_pipeline.resources.compute import (
     GPU_TAG,
@@ -98,7 +98,6 @@ def build_definitions(
     assets = build_assets(
         encoder.identity(), embed_shards=deployment.embed_shards, noun_vocabulary=noun_vocabulary
     )
-    noun_version = noun_code_version(encoder.identity(), noun_vocabulary)
     resources = {
         "io_manager": ParquetIOManager(base_dir=str(store_dir(data_dir))),
         "tac_data": TacDataResource(data_dir=str(data_root(data_dir))),
@@ -118,16 +117,9 @@ def build_definitions(
     return Definitions(
         assets=assets,
         asset_checks=build_asset_checks(assets),
-        sensors=[build_drops_sensor(data_dir, noun_version)],
-        schedules=[build_recluster_schedule(data_dir, noun_version)],
-        jobs=[
-            define_asset_job(
-                "cluster_dataset",
-                selection=[a.key for a in assets if a.partitions_def is not None],
-                description="Cluster one dataset partition (the shared noun embeddings must exist, unless the "
-                "drop has its own nouns.parquet).",
-            )
-        ],
+        sensors=[build_drops_sensor()],
+        schedules=[build_recluster_schedule()],
+        jobs=list(JOBS),
         resources=resources,
         executor=executor,
     )

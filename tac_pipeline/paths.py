@@ -39,7 +39,7 @@ def cache_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 def skipped_files_report(dataset: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
     """``<store>/reports/<dataset>/skipped_files.parquet``: every file of the drop's last embedding run that
     was not embedded, with the reason (columns ``file``, ``reason``)."""
-    from tac_pipeline.partitions import validate_dataset_key
+    from tac_pipeline.drops.keys import validate_dataset_key
 
     return store_dir(data_dir) / "reports" / validate_dataset_key(dataset) / "skipped_files.parquet"
 

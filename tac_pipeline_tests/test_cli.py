@@ -125,12 +125,12 @@ def test_demo_offline_falls_back_to_the_smoke_model_and_cluster_does_not(
     empty weights cache): one line says so, the smoke model clusters the digits, and a banner above and below
     the metrics says they mean nothing. ``make cluster`` on the same drop fails clearly instead."""
     from tac_pipeline import cli, provision
-    from tac_pipeline.encoders import clip
+    from tac_pipeline.encoders.clip import weights
 
     def unreachable(url, timeout):
         return False, "simulated: no network"
 
-    monkeypatch.setattr(clip, "reachable", unreachable)
+    monkeypatch.setattr(weights, "reachable", unreachable)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
     monkeypatch.setattr(provision, "reachable", unreachable)
     for name in ("HF_HUB_OFFLINE", *provision.ENCODER_SETTINGS):

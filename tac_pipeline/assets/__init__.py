@@ -5,25 +5,13 @@ from __future__ import annotations
 from dagster import AssetsDefinition
 
 from tac_pipeline.assets.embeddings import build_embedding_assets
-from tac_pipeline.assets.nouns import NOUN_ASSET
 from tac_pipeline.assets.results import cluster_labels, metrics
 from tac_pipeline.assets.text import counterparts, semantic_centers, text_space
 from tac_pipeline.assets.training import knn_graphs, trained_heads
 from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY
+from tac_pipeline.jobs import ASSET_NAMES, DATASET_ASSETS, NOUN_ASSET
 
-ASSET_NAMES = (
-    "image_embeddings",
-    "wordnet_noun_embeddings",
-    "semantic_centers",
-    "text_space",
-    "counterparts",
-    "knn_graphs",
-    "trained_heads",
-    "cluster_labels",
-    "metrics",
-)
-#: The assets partitioned by dataset: everything but the shared noun embeddings.
-DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
+__all__ = ["ASSET_NAMES", "DATASET_ASSETS", "NOUN_ASSET", "build_assets"]
 
 
 def build_assets(

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from tac_pipeline.assets.checks import UNIT_NORM_TOLERANCE, embeddings_check, embeddings_check_spec
 from tac_pipeline.assets.common import dataset_asset, previous_output
-from tac_pipeline.automation.manifest import drop_manifest
+from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse

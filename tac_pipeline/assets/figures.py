@@ -23,7 +23,7 @@ import pyarrow as pa
 from dagster import MetadataValue
 
 from tac_pipeline.atomic import atomic_write
-from tac_pipeline.partitions import validate_dataset_key
+from tac_pipeline.drops import validate_dataset_key
 from tac_pipeline.paths import store_dir
 from tac_pipeline.tac.naming import cluster_names, cluster_noun_counts
 

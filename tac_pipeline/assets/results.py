@@ -30,12 +30,13 @@ _LABEL_COLUMNS = {
     "tac_image": "cluster",
     "tac_text": "cluster_text",
     "tac_mean": "cluster_mean",
+    "kmeans_image": "cluster_kmeans",
 }
 
 
 @dataset_asset(
     "results",
-    "The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC.",
+    "The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC, k-means.",
     gpu=True,
     check_specs=[NO_EMPTY_CLUSTERS],
 )
@@ -51,12 +52,14 @@ def cluster_labels(
     with compute_device.acquire(context.log) as device:
         p = tac.predict_proba(image_head, embeddings(image_embeddings), device=device)
         q = tac.predict_proba(text_head, column_matrix(counterparts, "counterpart"), device=device)
+        kmeans = _kmeans_baseline(context, image_embeddings, tac_data, n_clusters=p.shape[1], device=device)
     n_clusters = p.shape[1]
     labels = {
         "cluster": p.argmax(axis=1),
         "cluster_text": q.argmax(axis=1),
         "cluster_mean": ((p + q) / 2).argmax(axis=1),
         "cluster_no_train": counterparts["cluster_no_train"].to_numpy(),
+        "cluster_kmeans": kmeans,
     }
     # Stable ids: each clustering is renumbered to agree best with this partition's previous one.
     previous = previous_output(context)
@@ -64,7 +67,8 @@ def cluster_labels(
     if previous is not None:
         image_ids = image_embeddings["image_id"].to_numpy(zero_copy_only=False)
         old_ids = previous["image_id"].to_numpy(zero_copy_only=False)
-        for column in labels:
+        # A table stored before a clustering existed (no such column) leaves that one as computed.
+        for column in (c for c in labels if c in previous.column_names):
             labels[column], _, changed[column] = tac.relabel_stably(
                 image_ids, labels[column], old_ids, previous[column].to_numpy(), n_clusters
             )
@@ -104,6 +108,21 @@ def cluster_labels(
     )
 
 
+def _kmeans_baseline(context, image_embeddings, tac_data, *, n_clusters, device) -> np.ndarray:
+    """The k-means baseline's cluster of every image (docs/METHOD.md §9).
+
+    Fitted on the reported rows (the test split when there is one, as the metrics are); every other row
+    takes its nearest centre, so the column covers the whole table like the other clusterings.
+    """
+    run = dataset_run(context.partition_key, tac_data, image_embeddings)
+    report, _ = report_indices(image_embeddings)
+    x = embeddings(image_embeddings)
+    centers, fitted = tac.spherical_kmeans(x[report], n_clusters, seed=run.seed, device=device)
+    kmeans = (x @ centers.T).argmax(axis=1)
+    kmeans[report] = fitted
+    return kmeans
+
+
 @dataset_asset(
     "results",
     "NMI / ACC / ARI (percent) of k-means on images, TAC without training and the TAC heads.",
@@ -114,7 +133,6 @@ def metrics(
     cluster_labels: pa.Table,
     image_embeddings: pa.Table,
     tac_data: TacDataResource,
-    compute_device: ComputeDeviceResource,
 ):
     run = dataset_run(context.partition_key, tac_data, image_embeddings)
     report, split_name = report_indices(image_embeddings)
@@ -129,11 +147,7 @@ def metrics(
             f"{unlabelled} of {len(truth)} reported images have no label: NMI / ACC / ARI are computed on the "
             f"{len(scored)} labelled ones"
         )
-    with compute_device.acquire(context.log) as device:
-        _, kmeans_labels = tac.spherical_kmeans(
-            embeddings(image_embeddings)[report], run.n_clusters, seed=run.seed, device=device
-        )
-    predictions = {"kmeans_image": kmeans_labels}
+    predictions = {}
     for method, column in _LABEL_COLUMNS.items():
         predictions[method] = cluster_labels[column].to_numpy()[report]
     rows = {k: [] for k in ("method", "nmi", "acc", "ari", "n_images", "split", "seed", "cluster_size_ratio")}

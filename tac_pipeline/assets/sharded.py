@@ -48,7 +48,7 @@ from tac_pipeline.assets.embeddings import (
     previous_embeddings,
     resize_label,
 )
-from tac_pipeline.automation.manifest import drop_manifest
+from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import intermediate_dir, skipped_files_report

@@ -11,8 +11,9 @@ from tac_pipeline import tac
 from tac_pipeline.assets import figures
 from tac_pipeline.assets.checks import NOUN_FOR_EVERY_CENTER, nouns_per_center_check
 from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, fit_indices, report_indices
-from tac_pipeline.assets.nouns import NOUN_ASSET, dataset_nouns
+from tac_pipeline.assets.nouns import dataset_nouns
 from tac_pipeline.encoders.byo import BYO_NOUNS
+from tac_pipeline.jobs import NOUN_ASSET
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import embedding_array

@@ -7,27 +7,30 @@ needs the manifest digest, and explicit run keys make every request traceable in
 - The **sensor** reacts within its interval: a new folder adds its partition and requests a run; a known
   drop whose manifest digest differs from the one in the sensor's cursor requests a run for that partition
   only; an unchanged drop never triggers; a drop still being copied (a file or folder modified within the
-  settle interval) waits for a later tick.
+  settle interval) waits for a later tick. A drop none of whose folders changed since the last tick is not
+  walked again (:func:`tac_pipeline.drops.manifest.watched_drop_manifest`: files rewritten in place are
+  left to the schedule).
 - The **schedule** (nightly by default) re-clusters every partition whose drop differs from the digest its
   last ``image_embeddings`` materialization recorded, and nothing else — a safety net for operators who keep
   the sensor off, or for drops changed while it was.
 
 A drop that takes the shared noun embeddings (no ``nouns.parquet`` of its own) needs them made by the
 configured encoder: while they are missing or stale, both request the noun run and leave those drops for a
-later tick (:func:`~tac_pipeline.assets.nouns.waiting_for_shared_nouns`); drops with their own nouns run at
+later tick (:func:`~tac_pipeline.nouns.waiting_for_shared_nouns`); drops with their own nouns run at
 once.
+
+Both target :data:`tac_pipeline.jobs.drops_job` and read the data root from the ``tac_data`` resource; the
+encoder they compare against is the one the loaded definitions give the noun embeddings (their code version).
+No asset module is imported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from dagster import (
-    AssetKey,
     AssetRecordsFilter,
-    AssetSelection,
     DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -40,15 +43,16 @@ from dagster import (
     sensor,
 )
 
-from tac_pipeline.assets import ASSET_NAMES
-from tac_pipeline.assets.nouns import waiting_for_shared_nouns
-from tac_pipeline.automation.manifest import drop_manifest
-from tac_pipeline.partitions import datasets_partitions, discover_dataset_keys
-from tac_pipeline.paths import drops_dir
+from tac_pipeline.drops import discover_dataset_keys, drop_manifest, watched_drop_manifest
+from tac_pipeline.jobs import DATASET_ASSET_KEYS, IMAGE_ASSET_KEY, NOUN_ASSET_KEY, drops_job
+from tac_pipeline.nouns import waiting_for_shared_nouns
+from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.paths import cache_dir, drops_dir
+from tac_pipeline.resources.data import TacDataResource
 
-NOUN_ASSET = AssetKey("wordnet_noun_embeddings")
-IMAGE_ASSET = AssetKey("image_embeddings")
-DATASET_ASSETS = [AssetKey(name) for name in ASSET_NAMES if AssetKey(name) != NOUN_ASSET]
+NOUN_ASSET = NOUN_ASSET_KEY
+IMAGE_ASSET = IMAGE_ASSET_KEY
+DATASET_ASSETS = list(DATASET_ASSET_KEYS)
 
 #: A drop whose newest file or folder is younger than this is still being copied.
 DEFAULT_SETTLE_SECONDS = 60.0
@@ -82,24 +86,34 @@ def _noun_request(noun_code_version: str) -> RunRequest:
     )
 
 
+def loaded_noun_code_version(context: SensorEvaluationContext | ScheduleEvaluationContext) -> str:
+    """The code version the loaded definitions give ``wordnet_noun_embeddings`` (i.e. their encoder)."""
+    repository = context.repository_def
+    if repository is None:
+        raise RuntimeError(
+            "the drops automation needs the loaded definitions to know the noun embeddings' code version: "
+            "evaluate it with repository_def= (or definitions=) in its context"
+        )
+    return repository.asset_graph.get(NOUN_ASSET).code_version or ""
+
+
 def build_drops_sensor(
-    data_dir: str | os.PathLike[str] | None,
-    noun_code_version: str,
     *,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
 ):
-    """A sensor over ``<data root>/drops/`` (see the module docstring)."""
+    """A sensor over ``<data root>/drops/`` (see the module docstring); the root is ``tac_data``'s."""
 
     @sensor(
         name="drops_sensor",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description="Registers new drop folders as partitions and re-clusters drops whose files changed.",
-        asset_selection=AssetSelection.assets(NOUN_ASSET, *DATASET_ASSETS),
+        job=drops_job,
     )
-    def drops_sensor(context: SensorEvaluationContext):
+    def drops_sensor(context: SensorEvaluationContext, tac_data: TacDataResource):
+        data_dir = tac_data.root
         keys, rejected = discover_dataset_keys(data_dir)
         for name in rejected:
             context.log.warning(f"ignoring drop folder {name!r}: not a valid dataset name")
@@ -109,15 +123,17 @@ def build_drops_sensor(
         cursor = json.loads(context.cursor) if context.cursor else {}
         if not keys:
             return SensorResult(skip_reason=SkipReason(f"no drop folders in {drops_dir(data_dir)}"))
-        changed = {}
-        waiting = []
+        changed, waiting = {}, []
         for key in keys:
-            manifest = drop_manifest(drops_dir(data_dir) / key)
+            # Only a drop whose folders changed (or that was still settling) is walked file by file.
+            state = cache_dir(data_dir) / "drops_sensor" / f"{key}.json"
+            manifest = watched_drop_manifest(drops_dir(data_dir) / key, state, settle_seconds)
             if manifest.settling(settle_seconds):
                 waiting.append(key)
             elif cursor.get(key) != manifest.digest:
                 changed[key] = manifest.digest
         # Drops that take the shared nouns wait (cursor untouched) while those are requested.
+        noun_code_version = loaded_noun_code_version(context)
         blocked = waiting_for_shared_nouns(
             context.instance, noun_code_version, {key: drops_dir(data_dir) / key for key in changed}
         )
@@ -141,8 +157,6 @@ def build_drops_sensor(
 
 
 def build_recluster_schedule(
-    data_dir: str | os.PathLike[str] | None,
-    noun_code_version: str,
     *,
     cron_schedule: str | None = None,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
@@ -153,25 +167,26 @@ def build_recluster_schedule(
     @schedule(
         name="recluster_changed_drops",
         cron_schedule=cron_schedule or os.environ.get("TAC_RECLUSTER_CRON", DEFAULT_CRON),
-        target=AssetSelection.assets(NOUN_ASSET, *DATASET_ASSETS),
+        job=drops_job,
         default_status=default_status,
         description="Re-clusters every dataset whose drop changed since its last materialization.",
     )
-    def recluster_changed_drops(context: ScheduleEvaluationContext):
-        keys, _ = discover_dataset_keys(data_dir)
+    def recluster_changed_drops(context: ScheduleEvaluationContext, tac_data: TacDataResource):
+        keys, _ = discover_dataset_keys(tac_data.root)
         known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
         keys = [k for k in keys if k in known]  # registering folders is the sensor's (or make cluster's) job
         stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
         changed = {}
         for key in keys:
-            manifest = drop_manifest(Path(drops_dir(data_dir)) / key)
+            manifest = drop_manifest(drops_dir(tac_data.root) / key)
             if not (
                 manifest.settling(settle_seconds)
                 or recorded_drop_digest(context.instance, key) == manifest.digest
             ):
                 changed[key] = manifest.digest
+        noun_code_version = loaded_noun_code_version(context)
         blocked = waiting_for_shared_nouns(
-            context.instance, noun_code_version, {key: drops_dir(data_dir) / key for key in changed}
+            context.instance, noun_code_version, {key: drops_dir(tac_data.root) / key for key in changed}
         )
         requests = [_noun_request(noun_code_version)] if blocked else []
         requests += [

@@ -146,7 +146,7 @@ class ClipEncoderResource(ConfigurableResource):
     def build(self, device: str):
         from tac_pipeline.encoders import ClipEncoder
 
-        return ClipEncoder(
+        return ClipEncoder.from_pretrained(
             self.model_name,
             self.effective_pretrained(),
             checkpoint=self.checkpoint,

@@ -1,4 +1,7 @@
-"""Where drops live and what each dataset's ``dataset.toml`` says."""
+"""The ``tac_data`` resource: the data root, and each dataset's drop, settings and images through it.
+
+The rules (keys, ``dataset.toml``, image listing) live in :mod:`tac_pipeline.drops`; this wraps them for steps.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from tac_pipeline.partitions import drop_path
+from tac_pipeline.drops import drop_path, drop_settings, list_drop_images
 from tac_pipeline.paths import data_root
-from tac_pipeline.settings import DatasetSettings, load_dataset_settings
+from tac_pipeline.settings import DatasetSettings
 
 
 class TacDataResource(ConfigurableResource):
@@ -29,16 +32,8 @@ class TacDataResource(ConfigurableResource):
         return folder
 
     def settings(self, dataset: str) -> DatasetSettings:
-        return load_dataset_settings(self.drop_dir(dataset))
+        return drop_settings(self.drop_dir(dataset))
 
     def list_images(self, dataset: str, settings: DatasetSettings | None = None):
         """The drop's images (a ``DropListing``): its own files, or those its ``[images]`` setting names."""
-        from tac_pipeline.encoders import discover_images
-
-        settings = settings or self.settings(dataset)
-        source = settings.images
-        if source is None:
-            return discover_images(self.drop_dir(dataset))
-        return discover_images(
-            self.drop_dir(dataset), image_root=source.root, splits=source.splits, classes=source.classes
-        )
+        return list_drop_images(self.drop_dir(dataset), settings or self.settings(dataset))

@@ -26,7 +26,7 @@ from pydantic import Field
 from upath import UPath
 
 from tac_pipeline.atomic import atomic_write
-from tac_pipeline.partitions import validate_dataset_key
+from tac_pipeline.drops import validate_dataset_key
 from tac_pipeline.tables import is_vector_type
 
 PREVIEW_ROWS = 5

@@ -16,7 +16,7 @@ from dagster import AssetKey, instance_for_test, materialize
 from PIL import Image
 
 from tac_pipeline.assets import build_assets
-from tac_pipeline.automation.manifest import drop_manifest
+from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import PreprocessSpec, discover_images
 from tac_pipeline.settings import DatasetSettingsError, load_dataset_settings
 from tac_pipeline_tests.conftest import toy_image, write_toy_drop
@@ -89,7 +89,7 @@ def _embed(data_dir, instance, key):
 
 
 def test_resize_reaches_the_transform_and_changing_it_encodes_again(data_dir, monkeypatch):
-    import tac_pipeline.encoders.images as images
+    import tac_pipeline.encoders.images.reader as images
 
     drop = data_dir / "drops" / "toy"
     n = write_toy_drop(drop, train=3, test=2)

@@ -93,10 +93,11 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
 
     labels = read_output(data_dir, "cluster_labels", "toy")
     assert labels.column_names == [
-        "image_id", "split", "label", "cluster", "cluster_text", "cluster_mean", "cluster_no_train", "confidence"
+        "image_id", "split", "label", "cluster", "cluster_text", "cluster_mean", "cluster_no_train", "cluster_kmeans",
+        "confidence",
     ]  # fmt: skip
     assert labels.num_rows == count
-    for column in ("cluster", "cluster_text", "cluster_mean", "cluster_no_train"):
+    for column in ("cluster", "cluster_text", "cluster_mean", "cluster_no_train", "cluster_kmeans"):
         assert set(labels[column].to_pylist()) <= {0, 1, 2}
     confidence = labels["confidence"].to_numpy()
     assert ((confidence >= 1 / 3 - 1e-6) & (confidence <= 1 + 1e-6)).all()

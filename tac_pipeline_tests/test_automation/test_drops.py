@@ -17,10 +17,9 @@ from dagster import (
     instance_for_test,
 )
 
-from tac_pipeline.assets.embeddings import noun_code_version
-from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.definitions import build_definitions
+from tac_pipeline.drops import drop_manifest, watched_drop_manifest
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_assets.helpers import (
     byo_embeddings,
@@ -45,17 +44,18 @@ def age(path, seconds: float = 120.0) -> None:
 
 @pytest.fixture
 def automation(data_dir):
-    version = noun_code_version(tiny_encoder().identity())
     defs = build_definitions(data_dir, encoder=tiny_encoder(), device="cpu")
-    sensor = build_drops_sensor(data_dir, version, settle_seconds=SETTLE)
-    schedule = build_recluster_schedule(data_dir, version, settle_seconds=SETTLE)
+    sensor = build_drops_sensor(settle_seconds=SETTLE)
+    schedule = build_recluster_schedule(settle_seconds=SETTLE)
     with instance_for_test() as instance:
         yield data_dir, instance, defs, sensor, schedule
 
 
 def tick(sensor, instance, defs, cursor) -> SensorResult:
     """One evaluation, as the daemon's tick would see it (new partitions and runs in one result)."""
-    context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources={"tac_data": defs.resources["tac_data"]}
+    )
     result = sensor(context)
     assert isinstance(result, SensorResult)
     return result
@@ -146,7 +146,10 @@ def test_schedule_reclusters_only_changed_drops(automation):
 
     def evaluate():
         context = build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC)
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC),
+            resources={"tac_data": defs.resources["tac_data"]},
+            repository_def=defs.get_repository_def(),
         )
         return schedule(context)
 
@@ -172,7 +175,10 @@ def test_drops_with_their_own_nouns_run_without_the_shared_nouns(automation):
     assert set(json.loads(result.cursor)) == {"own"}
     instance.add_dynamic_partitions("datasets", ["toy", "own"])
     context = build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 12, 1, 2, tzinfo=UTC)
+        instance=instance,
+        scheduled_execution_time=datetime(2026, 12, 1, 2, tzinfo=UTC),
+        resources={"tac_data": defs.resources["tac_data"]},
+        repository_def=defs.get_repository_def(),
     )
     requests = schedule(context)
     assert requests[0].asset_selection == nouns and [r.partition_key for r in requests[1:]] == ["own"]
@@ -272,3 +278,67 @@ def test_cluster_ids_stay_stable_across_seeds_and_additions(data_dir):
         assert event.metadata["images_changed_cluster"].value == int(
             (old["cluster"] != first["cluster"]).sum()
         )
+
+
+def test_watched_manifest_walks_only_changed_drops(tmp_path):
+    drop, state = tmp_path / "d", tmp_path / "state" / "d.json"
+    write_toy_drop(drop, train=2, test=1)
+    first = watched_drop_manifest(drop, state, SETTLE)
+    assert first.walked and first.settling(SETTLE)  # just written: walked again next time
+    assert watched_drop_manifest(drop, state, SETTLE).walked
+    age(drop)
+    settled = watched_drop_manifest(drop, state, SETTLE)
+    assert settled.walked and settled.digest == drop_manifest(drop).digest and not settled.settling(SETTLE)
+    again = watched_drop_manifest(drop, state, SETTLE)
+    assert not again.walked and again.digest == settled.digest
+
+    # A new file changes its folder: walked, and the digest is the full walk's.
+    toy_image(np.random.default_rng(2), *TOY_CLASSES["red"]).save(drop / "train" / "red" / "new.png")
+    age(drop)
+    added = watched_drop_manifest(drop, state, SETTLE)
+    assert added.walked and added.digest == drop_manifest(drop).digest != settled.digest
+    assert not watched_drop_manifest(drop, state, SETTLE).walked
+
+    # A file in the drop folder itself (dataset.toml) is always checked, even when edited in place.
+    settings = drop / "dataset.toml"
+    settings.write_text("seed = 1\n")
+    age(drop)
+    assert watched_drop_manifest(drop, state, SETTLE).walked
+    before = os.stat(drop).st_mtime_ns
+    with settings.open("a") as handle:
+        handle.write("# edited in place\n")
+    os.utime(drop, ns=(before, before))
+    past = time.time() - 120
+    os.utime(settings, (past, past))
+    edited = watched_drop_manifest(drop, state, SETTLE)
+    assert edited.walked and edited.digest == drop_manifest(drop).digest
+
+    # The trade-off: a deeper file rewritten in place, its folder untouched, waits for the next full walk.
+    image = drop / "train" / "red" / "red_000.png"
+    folder_mtime = os.stat(image.parent).st_mtime_ns
+    image.write_bytes(image.read_bytes() + b"\0")
+    os.utime(image, (past, past))
+    os.utime(image.parent, ns=(folder_mtime, folder_mtime))
+    stale = watched_drop_manifest(drop, state, SETTLE)
+    assert not stale.walked and stale.digest == edited.digest != drop_manifest(drop).digest
+    caught = watched_drop_manifest(drop, state, SETTLE, full_walk_seconds=0)
+    assert caught.walked and caught.digest == drop_manifest(drop).digest
+
+    # A corrupt state file means a full walk, never an error.
+    state.write_text("{not json")
+    assert watched_drop_manifest(drop, state, SETTLE).walked
+
+
+def test_watched_manifest_sees_an_image_folder_that_appears(tmp_path):
+    images, drop, state = tmp_path / "images", tmp_path / "drops" / "ext", tmp_path / "s.json"
+    drop.mkdir(parents=True)
+    (drop / "dataset.toml").write_text(f'[images]\nroot = "{images}"\nclasses = ["cat"]\n')
+    images.mkdir()
+    age(tmp_path)
+    empty = watched_drop_manifest(drop, state, SETTLE)
+    assert not watched_drop_manifest(drop, state, SETTLE).walked
+    write_toy_drop(tmp_path / "src", train=1, test=1)
+    (tmp_path / "src" / "train" / "red").rename(images / "cat")
+    age(tmp_path)
+    grown = watched_drop_manifest(drop, state, SETTLE)
+    assert grown.walked and grown.digest != empty.digest and grown.digest == drop_manifest(drop).digest

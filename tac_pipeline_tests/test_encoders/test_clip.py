@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -27,12 +26,13 @@ from tac_pipeline.encoders import (
     EncoderUnavailableError,
 )
 from tac_pipeline.encoders import clip as clip_module
-from tac_pipeline.encoders.clip import _encode_text_trimmed, _PromptTokens, _trim_supported
+from tac_pipeline.encoders.clip.text_tower import encode_text_trimmed, trim_supported
+from tac_pipeline.encoders.clip.tokens import PromptTokens
 from tac_pipeline_tests.test_encoders.oddfiles import noise
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-TINY_CONFIG = Path(clip_module.__file__).parent / "model_configs" / "tac-tiny.json"
+TINY_CONFIG = clip_module.MODEL_CONFIG_DIR / "tac-tiny.json"
 TRICKY_NOUNS = [
     "dog",
     "hot dog",
@@ -61,7 +61,7 @@ TRICKY_NOUNS = [
 
 @pytest.fixture(scope="module")
 def tiny() -> ClipEncoder:
-    return ClipEncoder(TINY_MODEL_NAME, device="cpu")
+    return ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="cpu")
 
 
 def _stock_text_features(encoder: ClipEncoder, texts: list[str]) -> torch.Tensor:
@@ -82,16 +82,34 @@ def test_tiny_model_is_registered_and_needs_no_weights(tiny):
     assert tiny.context_length == 77 and tiny.image_size == 64
     assert tiny.pretrained is None and tiny.identity["weights_sha256"] is None
     # the default tag ("openai") is not demanded for tac-tiny, and "none"/"" mean the same
-    assert ClipEncoder(TINY_MODEL_NAME, "none", device="cpu").identity == tiny.identity
-    assert ClipEncoder(TINY_MODEL_NAME, "", device="cpu").identity_key == tiny.identity_key
+    assert ClipEncoder.from_pretrained(TINY_MODEL_NAME, "none", device="cpu").identity == tiny.identity
+    assert ClipEncoder.from_pretrained(TINY_MODEL_NAME, "", device="cpu").identity_key == tiny.identity_key
     # registration is idempotent
     clip_module.register_model_configs()
     clip_module.register_model_configs()
     assert open_clip.list_models().count(TINY_MODEL_NAME) == 1
 
 
+def test_the_constructor_takes_built_parts_and_names_the_factory_for_a_model_name(tiny):
+    from tac_pipeline.encoders.clip.loading import load_open_clip
+
+    loaded = load_open_clip(TINY_MODEL_NAME, None)
+    built = ClipEncoder(
+        loaded.model,
+        loaded.preprocess,
+        loaded.tokenizer,
+        model_name=loaded.model_name,
+        weights_sha256=loaded.weights_sha256,
+        device="cpu",
+    )
+    assert built.identity == tiny.identity
+    np.testing.assert_array_equal(built.encode_texts(["a dog"]), tiny.encode_texts(["a dog"]))
+    with pytest.raises(TypeError, match=r"ClipEncoder\.from_pretrained\('tac-tiny'"):
+        ClipEncoder(TINY_MODEL_NAME, device="cpu")
+
+
 def test_tiny_embeddings_are_deterministic_normalised_and_of_the_configured_width(tiny):
-    other = ClipEncoder(TINY_MODEL_NAME, device="cpu")
+    other = ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="cpu")
     images = [noise((40, 30), seed=s) for s in range(5)]
     texts = ["a photo of a dog", "a cat", "", "x" * 500]
     for enc in (tiny, other):
@@ -109,7 +127,7 @@ def test_tiny_weights_are_identical_in_another_process(tiny):
     code = (
         "import hashlib, torch\n"
         "from tac_pipeline.encoders import ClipEncoder\n"
-        "m = ClipEncoder('tac-tiny', device='cpu').model\n"
+        "m = ClipEncoder.from_pretrained('tac-tiny', device='cpu').model\n"
         "h = hashlib.sha256()\n"
         "for k, v in sorted(m.state_dict().items()): h.update(k.encode()); h.update(v.numpy().tobytes())\n"
         "print(h.hexdigest())\n"
@@ -127,7 +145,7 @@ def test_building_the_encoder_leaves_the_global_rng_alone():
     torch.manual_seed(1234)
     expected = torch.rand(3)
     torch.manual_seed(1234)
-    ClipEncoder(TINY_MODEL_NAME, device="cpu")
+    ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="cpu")
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -157,7 +175,7 @@ def test_trimmed_context_equals_stock_encode_text(tiny):
     with torch.inference_mode():
         stock = tiny.model.encode_text(tokens)
         longest = int((tokens != 0).sum(dim=1).max())
-        trimmed = _encode_text_trimmed(tiny.model, tokens[:, :longest])
+        trimmed = encode_text_trimmed(tiny.model, tokens[:, :longest])
     assert longest < 77 or texts[3]  # the long text keeps all 77
     torch.testing.assert_close(trimmed, stock, atol=1e-5, rtol=1e-5)
     # and through the public API (sorted, trimmed batches)
@@ -176,20 +194,22 @@ def test_texts_are_truncated_to_the_context_like_open_clip(tiny):
 
 
 def test_trim_is_refused_where_it_would_not_be_exact():
-    enc = ClipEncoder(TINY_MODEL_NAME, device="cpu")  # a private instance: its model gets modified
+    enc = ClipEncoder.from_pretrained(
+        TINY_MODEL_NAME, device="cpu"
+    )  # a private instance: its model gets modified
     model, tokenizer = enc.model, enc.tokenizer
-    assert _trim_supported(model, tokenizer)
+    assert trim_supported(model, tokenizer)
     model.text_pool_type = "last"  # pools a padding position
-    assert not _trim_supported(model, tokenizer)
+    assert not trim_supported(model, tokenizer)
     model.text_pool_type = "argmax"
     mask = model.attn_mask
     model.attn_mask = torch.zeros_like(mask)  # bidirectional: padding would be attended to
-    assert not _trim_supported(model, tokenizer)
+    assert not trim_supported(model, tokenizer)
     model.attn_mask = None
-    assert not _trim_supported(model, tokenizer)
+    assert not trim_supported(model, tokenizer)
     model.attn_mask = mask
-    assert _trim_supported(model, tokenizer)
-    assert not _trim_supported(model, object())  # not open_clip's SimpleTokenizer
+    assert trim_supported(model, tokenizer)
+    assert not trim_supported(model, object())  # not open_clip's SimpleTokenizer
 
 
 def test_the_stock_path_gives_the_same_numbers(tiny, monkeypatch):
@@ -227,7 +247,7 @@ def test_prompt_ensemble_is_the_normalised_mean_of_raw_template_features(tiny):
 
 
 def test_composed_prompt_tokens_equal_tokenizing_each_prompt(tiny):
-    prompts = _PromptTokens(tiny.tokenizer, TRICKY_NOUNS, NOUN_TEMPLATES, 77)
+    prompts = PromptTokens(tiny.tokenizer, TRICKY_NOUNS, NOUN_TEMPLATES, 77)
     assert len(prompts) == len(TRICKY_NOUNS) * len(NOUN_TEMPLATES)
     assert prompts.full, "unsafe nouns must fall back to full tokenisation"
     assert len(prompts.full) < len(prompts)  # and safe ones are composed
@@ -269,9 +289,11 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tiny, tmp_path):
     }
     torch.save(state, tmp_path / "tiny.pt")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "tiny.safetensors"))
-    from_pt = ClipEncoder(TINY_MODEL_NAME, checkpoint=tmp_path / "tiny.pt", device="cpu")
-    from_st = ClipEncoder(TINY_MODEL_NAME, checkpoint=str(tmp_path / "tiny.safetensors"), device="cpu")
-    reference = ClipEncoder(TINY_MODEL_NAME, device="cpu")
+    from_pt = ClipEncoder.from_pretrained(TINY_MODEL_NAME, checkpoint=tmp_path / "tiny.pt", device="cpu")
+    from_st = ClipEncoder.from_pretrained(
+        TINY_MODEL_NAME, checkpoint=str(tmp_path / "tiny.safetensors"), device="cpu"
+    )
+    reference = ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="cpu")
     reference.model.load_state_dict(state)
     for enc in (from_pt, from_st):
         np.testing.assert_array_equal(enc.encode_images(images), reference.encode_images(images))
@@ -295,7 +317,7 @@ def test_missing_weights_offline_fail_fast_with_the_remedies(tmp_path, monkeypat
     cache.mkdir()
     start = time.monotonic()
     with pytest.raises(EncoderUnavailableError) as info:
-        ClipEncoder("ViT-B-32", "openai", cache_dir=cache, device="cpu")
+        ClipEncoder.from_pretrained("ViT-B-32", "openai", cache_dir=cache, device="cpu")
     assert time.monotonic() - start < 5
     message = str(info.value)
     _assert_remedies(message, "ViT-B-32")
@@ -316,28 +338,30 @@ def test_unreachable_hub_fails_fast_without_offline_mode(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     start = time.monotonic()
     with pytest.raises(EncoderUnavailableError, match="cannot be reached") as info:
-        ClipEncoder("ViT-B-32", "openai", cache_dir=tmp_path, device="cpu", download_timeout=1.0)
+        ClipEncoder.from_pretrained(
+            "ViT-B-32", "openai", cache_dir=tmp_path, device="cpu", download_timeout=1.0
+        )
     assert time.monotonic() - start < 5
     _assert_remedies(str(info.value), "ViT-B-32")
 
 
 def test_unknown_tag_lists_the_valid_ones(tmp_path):
     with pytest.raises(EncoderUnavailableError) as info:
-        ClipEncoder("ViT-B-32", "no_such_tag", cache_dir=tmp_path, device="cpu")
+        ClipEncoder.from_pretrained("ViT-B-32", "no_such_tag", cache_dir=tmp_path, device="cpu")
     assert "laion2b_s34b_b79k" in str(info.value) and "openai" in str(info.value)
     _assert_remedies(str(info.value), "ViT-B-32")
 
 
 def test_unknown_model_is_the_same_error():
     with pytest.raises(EncoderUnavailableError, match="unknown model") as info:
-        ClipEncoder("ViT-B-33", "openai", device="cpu")
+        ClipEncoder.from_pretrained("ViT-B-33", "openai", device="cpu")
     assert "ViT-B-32" in str(info.value)  # a close match is suggested
 
 
 def test_missing_checkpoint_path(tmp_path):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(EncoderUnavailableError, match="does not exist") as info:
-        ClipEncoder("ViT-B-32", "openai", checkpoint=missing, device="cpu")
+        ClipEncoder.from_pretrained("ViT-B-32", "openai", checkpoint=missing, device="cpu")
     assert str(missing) in str(info.value)
     _assert_remedies(str(info.value), "ViT-B-32")
 
@@ -347,7 +371,7 @@ def test_corrupt_checkpoint(tmp_path, suffix):
     bad = tmp_path / f"bad{suffix}"
     bad.write_bytes(os.urandom(256))
     with pytest.raises(EncoderUnavailableError, match="corrupt") as info:
-        ClipEncoder(TINY_MODEL_NAME, checkpoint=bad, device="cpu")
+        ClipEncoder.from_pretrained(TINY_MODEL_NAME, checkpoint=bad, device="cpu")
     assert str(bad) in str(info.value)
 
 
@@ -359,7 +383,7 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path, tiny):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": tiny.model.state_dict(), "payload": Payload()}, path)
     with pytest.raises(EncoderUnavailableError, match="refusing to unpickle"):
-        ClipEncoder(TINY_MODEL_NAME, checkpoint=path, device="cpu")
+        ClipEncoder.from_pretrained(TINY_MODEL_NAME, checkpoint=path, device="cpu")
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny):
@@ -367,16 +391,16 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny):
     state["text_projection"] = torch.zeros(64, 32)
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(EncoderUnavailableError, match="does not fit"):
-        ClipEncoder(TINY_MODEL_NAME, checkpoint=tmp_path / "other.pt", device="cpu")
+        ClipEncoder.from_pretrained(TINY_MODEL_NAME, checkpoint=tmp_path / "other.pt", device="cpu")
 
 
 def test_precision_and_device_settings():
-    enc = ClipEncoder(TINY_MODEL_NAME, device="auto")
+    enc = ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="auto")
     assert enc.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert enc.precision == ("fp16" if torch.cuda.is_available() else "fp32")
     with pytest.raises(ValueError):
-        ClipEncoder(TINY_MODEL_NAME, device="cpu", precision="fp16")
-    bf16 = ClipEncoder(TINY_MODEL_NAME, device="cpu", precision="bf16")
+        ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="cpu", precision="fp16")
+    bf16 = ClipEncoder.from_pretrained(TINY_MODEL_NAME, device="cpu", precision="bf16")
     out = bf16.encode_texts(["a dog"])
     assert out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)

@@ -29,7 +29,7 @@ from tac_pipeline_tests.test_encoders.oddfiles import BAD, GOOD, LONG_NAME, NON_
 
 @pytest.fixture(scope="module")
 def tiny() -> ClipEncoder:
-    return ClipEncoder("tac-tiny", device="cpu")
+    return ClipEncoder.from_pretrained("tac-tiny", device="cpu")
 
 
 @pytest.fixture(scope="module")

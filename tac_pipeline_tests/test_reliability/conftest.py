@@ -19,7 +19,7 @@ IDENTICAL = "identical"
 def tiny():
     from tac_pipeline.encoders import ClipEncoder
 
-    return ClipEncoder("tac-tiny", device="cpu")
+    return ClipEncoder.from_pretrained("tac-tiny", device="cpu")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import instance_for_test
 
-from tac_pipeline.partitions import (
+from tac_pipeline.drops import (
     PARTITION_KEY_PATTERN,
     InvalidDatasetKeyError,
     discover_dataset_keys,

@@ -22,8 +22,9 @@ import torch
 from dagster import asset, instance_for_test, materialize
 
 from tac_pipeline import cli
+from tac_pipeline.drops import PARTITION_KEY_PATTERN
 from tac_pipeline.encoders import TINY_MODEL_NAME, ClipEncoder, EncoderUnavailableError
-from tac_pipeline.partitions import PARTITION_KEY_PATTERN, datasets_partitions
+from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.io_manager import ParquetIOManager
 from tac_pipeline_tests.test_reliability.helpers import REPO, step_failures
 
@@ -320,7 +321,7 @@ def test_checkpoint_with_a_malicious_pickle_is_refused_and_never_runs(tmp_path, 
     marker.unlink()
 
     with pytest.raises(EncoderUnavailableError, match="refusing to unpickle") as info:
-        ClipEncoder(TINY_MODEL_NAME, checkpoint=path, device="cpu")
+        ClipEncoder.from_pretrained(TINY_MODEL_NAME, checkpoint=path, device="cpu")
     assert str(path) in str(info.value)
     assert not marker.exists()
 

@@ -1,0 +1,232 @@
+"""Finding a drop's images: the folder layouts, labels and splits, and what was seen but not taken.
+
+:func:`discover_images` walks a drop folder and returns a :class:`DropListing` (records with labels and splits
+read from the folder structure, plus what was skipped and why).
+
+``image_id``: the path of the image relative to the drop, ``/``-separated (``cat/0001.png``). A name component
+that is not valid UTF-8 (possible on POSIX file systems) is written with Python's ``backslashreplace``
+(``caf\\xe9.png`` for the byte ``0xE9``), so every image_id is valid UTF-8 and storable in Parquet; the
+``path`` field keeps the real file name for reading. In the unlikely event two ids collide this way, the later
+one gets ``~`` and 8 hex digits of a hash of its raw path appended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tac_pipeline.messages import listed
+
+__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DropListing", "ImageRecord", "discover_images", "id_component"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+SPLIT_NAMES = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a drop. ``image_id`` is the drop-relative posix path (see the module docstring)."""
+
+    image_id: str
+    path: Path
+    label: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class DropListing:
+    """What :func:`discover_images` found.
+
+    ``layout`` is ``"flat"`` (no labels, no splits), ``"classes"`` (``drop/<class>/…``: labels) or ``"splits"``
+    (``drop/train/<class>/…`` and ``drop/test/<class>/…``: splits and labels). ``has_labels`` is true when every
+    record has a label; ``has_splits`` when the drop uses the ``train/`` / ``test/`` layout (``split_names``
+    says which of the two are present). ``skipped`` lists ``(image_id, reason)`` for entries that were seen but
+    not taken: symlinks leading outside the drop, broken links, link loops, unreadable folders, images outside
+    ``train/``/``test/`` in a split drop. Hidden files and non-image extensions are ignored silently.
+    """
+
+    root: Path
+    records: list[ImageRecord]
+    has_labels: bool
+    has_splits: bool
+    label_names: list[str]
+    layout: str
+    split_names: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def id_component(name: str) -> str:
+    """A file-name component as valid UTF-8 text (undecodable bytes written as ``\\xNN``)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _is_inside(target: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([target, root]) == root
+    except ValueError:  # different drives (Windows)
+        return False
+
+
+def _walk(
+    folder: Path,
+    rel: tuple[str, ...],
+    ancestors: frozenset[str],
+    root_real: str,
+    found: list[tuple[tuple[str, ...], Path]],
+    skipped: list[tuple[str, str]],
+) -> None:
+    """Collect the image files under ``folder`` (sorted, hidden entries skipped); follow a symlink only when
+    its target lies inside ``root_real``; ``rel`` is the id prefix of ``folder``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+    except OSError as exc:
+        skipped.append(("/".join(rel) or ".", f"unreadable folder: {exc.strerror or exc}"))
+        return
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        rel_entry = (*rel, id_component(name))
+        shown = "/".join(rel_entry)
+        path = Path(entry.path)
+        try:
+            if entry.is_symlink():
+                target = os.path.realpath(path)
+                if not _is_inside(target, root_real):
+                    skipped.append((shown, "symlink pointing outside the drop: not followed"))
+                    continue
+                if not os.path.exists(target):
+                    skipped.append((shown, "broken symlink"))
+                    continue
+            is_dir = entry.is_dir(follow_symlinks=True)
+            is_file = not is_dir and entry.is_file(follow_symlinks=True)
+        except OSError as exc:
+            skipped.append((shown, f"unreadable entry: {exc.strerror or exc}"))
+            continue
+        if is_dir:
+            real = os.path.realpath(path)
+            if real in ancestors:
+                skipped.append((shown, "symlink loop: not followed"))
+                continue
+            _walk(path, rel_entry, ancestors | {real}, root_real, found, skipped)
+        elif is_file and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            found.append((rel_entry, path))
+
+
+def discover_images(
+    drop_dir: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    splits: dict[str, str] | None = None,
+    classes: Sequence[str] | None = None,
+) -> DropListing:
+    """List the images of a drop folder in a deterministic order (sorted by image_id).
+
+    Layouts: ``drop/*.png`` (flat), ``drop/<class>/**/*.png`` (label = first folder), and
+    ``drop/train|test/<class>/**/*.png`` (split and label). Extensions (case-insensitive): see
+    :data:`IMAGE_EXTENSIONS`. Hidden entries (names starting with ``.``) and other extensions are skipped
+    silently. Symlinks are followed only when their resolved target lies inside the drop.
+
+    With ``image_root`` (a drop's ``[images]`` setting) the images come from that folder instead:
+    ``image_root/<splits[split]>/<class>/**`` for each split (ids ``<split>/<class>/…``), or
+    ``image_root/<class>/**`` without ``splits``; only the ``classes`` named (default: every class folder).
+    """
+    if image_root is not None:
+        return _discover_outside(Path(image_root), splits, classes)
+    root = Path(drop_dir)
+    if not root.is_dir():
+        raise NotADirectoryError(f"drop folder not found or not a folder: {root}")
+    root_real = os.path.realpath(root)
+    found: list[tuple[tuple[str, ...], Path]] = []
+    skipped: list[tuple[str, str]] = []
+    _walk(root, (), frozenset({root_real}), root_real, found, skipped)
+    top_dirs = {rel[0] for rel, _ in found if len(rel) > 1}
+    split_dirs = {d for d in top_dirs if d.lower() in SPLIT_NAMES}
+    layout = "splits" if split_dirs else ("classes" if top_dirs else "flat")
+
+    return _listing(root, found, skipped, layout)
+
+
+def _listing(
+    root: Path, found: list[tuple[tuple[str, ...], Path]], skipped: list[tuple[str, str]], layout: str
+) -> DropListing:
+    records: list[ImageRecord] = []
+    seen: set[str] = set()
+    for rel, path in found:
+        image_id = "/".join(rel)
+        label: str | None = None
+        split: str | None = None
+        if layout == "splits":
+            if len(rel) < 2 or rel[0].lower() not in SPLIT_NAMES:
+                skipped.append((image_id, "outside train/ and test/ in a drop that uses splits"))
+                continue
+            split = rel[0].lower()
+            label = rel[1] if len(rel) > 2 else None
+        elif layout == "classes":
+            label = rel[0] if len(rel) > 1 else None
+        if image_id in seen:  # only possible through backslashreplace of undecodable names
+            image_id += "~" + hashlib.sha256(os.fsencode(path)).hexdigest()[:8]
+        seen.add(image_id)
+        records.append(ImageRecord(image_id=image_id, path=path, label=label, split=split))
+
+    records.sort(key=lambda r: r.image_id)
+    skipped.sort()
+    has_labels = bool(records) and all(r.label is not None for r in records)
+    labels = sorted({r.label for r in records if r.label is not None})
+    splits = sorted({r.split for r in records if r.split is not None})
+    return DropListing(
+        root=root,
+        records=records,
+        has_labels=has_labels,
+        has_splits=layout == "splits" and bool(records),
+        label_names=labels,
+        layout=layout,
+        split_names=splits,
+        skipped=skipped,
+    )
+
+
+def _discover_outside(
+    image_root: Path, splits: dict[str, str] | None, classes: Sequence[str] | None
+) -> DropListing:
+    """The images of a drop kept under ``image_root`` (see :func:`discover_images`)."""
+    if not image_root.is_dir():
+        raise NotADirectoryError(
+            f"dataset.toml: images.root {image_root} is not a folder: point it at the folder holding the images"
+        )
+    root_real = os.path.realpath(image_root)
+    found: list[tuple[tuple[str, ...], Path]] = []
+    skipped: list[tuple[str, str]] = []
+    for split, folder in (splits or {None: None}).items():
+        base = image_root / folder if folder else image_root
+        if not base.is_dir():
+            raise NotADirectoryError(
+                f"dataset.toml: images.splits.{split} = {folder!r}, but {base} is not a folder"
+            )
+        present = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        wanted = list(classes) if classes is not None else present
+        missing = sorted(set(wanted) - set(present))
+        if missing:
+            raise FileNotFoundError(
+                f"dataset.toml: images.classes names {len(missing)} folder(s) missing from {base}: "
+                f"{listed(missing)}"
+            )
+        for name in sorted(wanted):
+            prefix = (split, name) if split else (name,)
+            folder_real = os.path.realpath(base / name)
+            if not _is_inside(folder_real, root_real):
+                skipped.append(("/".join(prefix), "symlink pointing outside images.root: not followed"))
+                continue
+            _walk(base / name, prefix, frozenset({root_real, folder_real}), root_real, found, skipped)
+    return _listing(image_root, found, skipped, "splits" if splits else "classes")
