@@ -78,23 +78,15 @@ def _materialize(
         raise ClusterError(_failure_message(instance, before))
 
 
-def _nouns_current(instance, env: dict[str, str]) -> bool:
-    """True when noun embeddings exist for the configured encoder (same code version, file present)."""
+def _needs_noun_run(instance, env: dict[str, str], dataset: str, drop: Path) -> bool:
+    """True when the drop takes the shared noun embeddings and those are missing or made by another encoder."""
     from tac_pipeline.assets.embeddings import noun_code_version
-    from tac_pipeline.automation.sensors import nouns_current
     from tac_pipeline.encoders.wordnet import vocabulary_from_env
+    from tac_pipeline.nouns import waiting_for_shared_nouns
     from tac_pipeline.resources.compute import encoder_from_env
 
     version = noun_code_version(encoder_from_env(env).identity(), vocabulary_from_env(env))
-    return nouns_current(instance, version) and _stored_file_exists(instance, NOUN_ASSET)
-
-
-def _stored_file_exists(instance, asset: str, partition: str | None = None) -> bool:
-    """True when the file the asset's latest materialization recorded is still there."""
-    from tac_pipeline.resources.io_manager import stored_path
-
-    path = stored_path(instance, asset, partition)
-    return path is not None and path.exists()
+    return bool(waiting_for_shared_nouns(instance, version, {dataset: drop}))
 
 
 def _stored_metrics(instance, dataset: str):
@@ -139,7 +131,10 @@ def cluster(
     instance = _instance()
     if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
         instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
-    if max_nouns is not None or not _nouns_current(instance, env):
+    from tac_pipeline.nouns import uses_shared_nouns
+
+    # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or WordNet).
+    if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(instance, env, dataset, drop):
         config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
         _materialize([NOUN_ASSET], None, env, instance, config)
     started = time.time()
@@ -154,16 +149,42 @@ def cluster(
     return metrics_markdown(_stored_metrics(instance, dataset))
 
 
-def _check_encoder(model: str | None, pretrained: str | None) -> str | None:
-    """Build the encoder once so that missing weights stop the demo before any run starts."""
+def _check_encoder(model: str | None, pretrained: str | None) -> Exception | None:
+    """Build the encoder once, so that missing weights are known before any run starts."""
     from tac_pipeline.encoders import EncoderUnavailableError
     from tac_pipeline.resources.compute import encoder_from_env
 
     try:
         encoder_from_env(_encoder_env(model, pretrained)).build("cpu")
     except EncoderUnavailableError as exc:
-        return str(exc)
+        return exc
     return None
+
+
+def _prepare_demo(model: str | None, pretrained: str | None):
+    """The digits drop, the demo's encoder (the smoke model when the default weights cannot be had) and
+    WordNet (installed where it can be); None after printing why the demo cannot run."""
+    from tac_pipeline import provision
+    from tac_pipeline.encoders.wordnet import WordNetUnavailableError
+
+    target = drop_path("digits")
+    count = write_digits_drop(target)
+    print(f"Wrote {count} digit images (scikit-learn's bundled digits) to {target}.")
+    try:
+        chosen = provision.demo_encoder(model, pretrained, _check_encoder)
+    except RuntimeError as exc:
+        print(
+            f"\n{exc}\n\nOffline, run the smoke model instead:\n    make demo MODEL=tac-tiny", file=sys.stderr
+        )
+        return None
+    if chosen.fallback_notice:
+        print(chosen.fallback_notice)
+    try:
+        provision.ensure_wordnet()
+    except WordNetUnavailableError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return None
+    return chosen
 
 
 def reproduce(
@@ -244,25 +265,24 @@ def main(argv: list[str] | None = None) -> int:
             max_nouns=args.max_nouns,
         )
     try:
+        chosen = None
         if args.command == "demo":
-            target = drop_path("digits")
-            count = write_digits_drop(target)
-            print(f"Wrote {count} digit images (scikit-learn's bundled digits) to {target}.")
-            problem = _check_encoder(args.model, args.pretrained)
-            if problem is not None:
-                print(
-                    f"\n{problem}\n\nOffline, run the smoke model instead:\n    make demo MODEL=tac-tiny",
-                    file=sys.stderr,
-                )
+            chosen = _prepare_demo(args.model, args.pretrained)
+            if chosen is None:
                 return 1
-            dataset = "digits"
+            dataset, model, pretrained = "digits", chosen.model, chosen.pretrained
         else:
-            dataset = args.dataset
-        table = cluster(dataset, model=args.model, pretrained=args.pretrained, max_nouns=args.max_nouns)
+            dataset, model, pretrained = args.dataset, args.model, args.pretrained
+        table = cluster(dataset, model=model, pretrained=pretrained, max_nouns=args.max_nouns)
     except (ClusterError, InvalidDatasetKeyError) as exc:
         print(f"\nclustering failed:\n{exc}", file=sys.stderr)
         return 1
-    print(f"\nMetrics for '{dataset}' (percent):\n\n{table}\n")
+    results = f"Metrics for '{dataset}' (percent):\n\n{table}\n"
+    if chosen is not None and chosen.smoke:
+        from tac_pipeline.provision import random_weights_banner
+
+        results = f"{random_weights_banner()}\n{results}{random_weights_banner()}\n"
+    print(f"\n{results}")
     print("Open the Dagster UI on this machine with:\n    make ui        # then http://127.0.0.1:3000")
     return 0
 

@@ -30,11 +30,12 @@ NOUN_ASSET_KEY = AssetKey(NOUN_ASSET)
 IMAGE_ASSET_KEY = AssetKey(IMAGE_ASSET)
 DATASET_ASSET_KEYS = tuple(AssetKey(name) for name in DATASET_ASSETS)
 
-#: One dataset partition, end to end (its noun embeddings must exist).
+#: One dataset partition, end to end (the shared noun embeddings must exist unless the drop has its own).
 cluster_dataset_job = define_asset_job(
     "cluster_dataset",
     selection=AssetSelection.assets(*DATASET_ASSET_KEYS),
-    description="Cluster one dataset partition (its noun embeddings must exist).",
+    description="Cluster one dataset partition (the shared noun embeddings must exist, unless the drop "
+    "has its own nouns.parquet).",
 )
 
 #: What the drops sensor and the re-clustering schedule run: the shared noun embeddings alone (no

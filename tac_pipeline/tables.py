@@ -43,3 +43,15 @@ def column_matrix(table: pa.Table, column: str, dtype=np.float32) -> np.ndarray:
 
 def is_vector_type(data_type: pa.DataType) -> bool:
     return pa.types.is_fixed_size_list(data_type) or pa.types.is_list(data_type)
+
+
+def table_digest(table: pa.Table) -> str:
+    """sha256 of a table's schema and values (Arrow IPC of its combined chunks: the same rows in any
+    chunking give the same digest)."""
+    import hashlib
+
+    sink = pa.BufferOutputStream()
+    combined = table.combine_chunks().replace_schema_metadata(None)
+    with pa.ipc.new_stream(sink, combined.schema) as writer:
+        writer.write_table(combined)
+    return hashlib.sha256(sink.getvalue()).hexdigest()

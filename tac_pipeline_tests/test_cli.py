@@ -89,3 +89,70 @@ def test_an_all_bad_drop_fails_with_the_reasons_and_records_them(data_dir):
 
     frame = pd.read_parquet(data_dir / "store" / "reports" / "allbad" / "skipped_files.parquet")
     assert sorted(frame["file"]) == [f"cat/broken_{i:02d}.png" for i in range(3)]
+
+
+def test_a_drop_with_its_own_nouns_clusters_with_the_default_model_unreachable(tmp_path):
+    """``make cluster`` on a drop holding embeddings.parquet and nouns.parquet: the default ViT-B-32 weights
+    cannot be had (offline, empty cache) and the data root has no WordNet, yet it clusters, and the shared
+    noun embeddings are never made."""
+    from tac_pipeline_tests.test_assets.helpers import byo_embeddings, byo_nouns
+
+    data = tmp_path / "data"
+    drop = data / "drops" / "planted"
+    drop.mkdir(parents=True)
+    byo_nouns(drop / "nouns.parquet", byo_embeddings(drop / "embeddings.parquet", 30, 16))
+    (drop / "dataset.toml").write_text("n_clusters = 3\n[tac]\nepochs = 20\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAC_CLIP_")}
+    env.update(
+        TAC_DATA_DIR=str(data), DAGSTER_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1",
+        TAC_CLIP_CACHE_DIR=str(tmp_path / "no-weights"), TAC_EXECUTOR="in_process",
+    )  # fmt: skip
+    (tmp_path / "home").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tac_pipeline.cli", "cluster", "planted"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Metrics for 'planted'" in done.stdout and "tac_image" in done.stdout
+    assert not (data / "store" / "wordnet_noun_embeddings.parquet").exists()
+    assert not (data / "cache").exists() and not (data / "nltk_data").exists()  # WordNet never looked for
+
+
+def test_demo_offline_falls_back_to_the_smoke_model_and_cluster_does_not(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    """``make demo`` where the default weights cannot be downloaded (network probe answering "unreachable",
+    empty weights cache): one line says so, the smoke model clusters the digits, and a banner above and below
+    the metrics says they mean nothing. ``make cluster`` on the same drop fails clearly instead."""
+    from tac_pipeline import cli, provision
+    from tac_pipeline.encoders.clip import weights
+
+    def unreachable(url, timeout):
+        return False, "simulated: no network"
+
+    monkeypatch.setattr(weights, "reachable", unreachable)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
+    monkeypatch.setattr(provision, "reachable", unreachable)
+    for name in ("HF_HUB_OFFLINE", *provision.ENCODER_SETTINGS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TAC_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TAC_CLIP_CACHE_DIR", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TAC_EXECUTOR", "in_process")
+    (tmp_path / "home").mkdir()
+    assert cli.main(["demo", "--max-nouns", "200"]) == 0
+    out = capsys.readouterr().out
+    notice = [line for line in out.splitlines() if "continuing with the smoke model tac-tiny" in line]
+    assert len(notice) == 1 and "cannot be reached (simulated: no network)" in notice[0]
+    banner = provision.random_weights_banner()
+    above, results, below = out.split(banner)[-3:]
+    assert out.count(banner) == 2 and "Metrics for 'digits'" in results and "tac_image" in results
+    assert "RANDOM WEIGHTS" in banner and "TAC_CLIP_CHECKPOINT=" in banner and "make demo" in banner
+    assert "Wrote 1797 digit images" in above and "make ui" in below
+    assert (data_dir / "store" / "metrics" / "digits.parquet").is_file()
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Dagster step processes cannot be monkeypatched
+    assert cli.main(["cluster", "digits"]) == 1
+    captured = capsys.readouterr()
+    assert "CLIP encoder unavailable: model 'ViT-B-32'" in captured.err and "tac-tiny" in captured.err
+    assert banner not in captured.out and "smoke model" not in captured.out

@@ -10,7 +10,9 @@ from tac_pipeline import tac
 from tac_pipeline.assets import figures
 from tac_pipeline.assets.checks import NOUN_FOR_EVERY_CENTER, nouns_per_center_check
 from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, fit_indices, report_indices
-from tac_pipeline.encoders.byo import BYO_NOUNS, read_byo_nouns
+from tac_pipeline.assets.nouns import dataset_nouns
+from tac_pipeline.encoders.byo import BYO_NOUNS
+from tac_pipeline.jobs import NOUN_ASSET
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import StoreIOManager
@@ -108,23 +110,22 @@ def semantic_centers(
 
 @dataset_asset(
     "text",
-    "Text space: the γ most confident WordNet nouns of each semantic centre.",
+    "Text space: the γ most confident nouns of each semantic centre, from the drop's nouns.parquet when it "
+    "has one, else from the shared WordNet noun embeddings.",
     check_specs=[NOUN_FOR_EVERY_CENTER],
+    # A lineage edge, not an input: a drop with its own nouns never loads (or needs) the shared table.
+    deps=[NOUN_ASSET],
 )
 def text_space(
     context: AssetExecutionContext,
     config: TextSpaceConfig,
     semantic_centers: pa.Table,
-    wordnet_noun_embeddings: pa.Table,
     tac_data: TacDataResource,
 ):
     drop = tac_data.drop_dir(context.partition_key)
     centers = embeddings(semantic_centers)
-    nouns = wordnet_noun_embeddings
-    source = "wordnet_noun_embeddings"
-    if (drop / BYO_NOUNS).exists():
-        nouns = read_byo_nouns(drop / BYO_NOUNS, expected_width=centers.shape[1])
-        source = str(drop / BYO_NOUNS)
+    source = dataset_nouns(context.instance, drop, width=centers.shape[1])
+    nouns = source.table
     noun_matrix = embeddings(nouns)
     if noun_matrix.shape[1] != centers.shape[1]:
         raise ValueError(
@@ -152,7 +153,7 @@ def text_space(
         )
     metadata = {
         "nouns_selected": len(selected),
-        "nouns_source": source,
+        **source.metadata,
         "gamma": gamma,
         "centers_without_nouns": len(selected.centers_without_nouns),
         "nouns_by_center": MetadataValue.md(_nouns_by_center_markdown(table)),
@@ -165,6 +166,7 @@ def text_space(
     return MaterializeResult(
         value=table,
         metadata=metadata,
+        data_version=source.data_version(table),
         check_results=[nouns_per_center_check(table, semantic_centers)],
     )
 

@@ -14,9 +14,10 @@ needs the manifest digest, and explicit run keys make every request traceable in
   last ``image_embeddings`` materialization recorded, and nothing else — a safety net for operators who keep
   the sensor off, or for drops changed while it was.
 
-Both first make sure the shared noun embeddings exist for the configured encoder: without them a dataset
-run would fail at ``text_space``, so they request the noun run alone and leave the datasets for a later
-tick.
+A drop that takes the shared noun embeddings (no ``nouns.parquet`` of its own) needs them made by the
+configured encoder: while they are missing or stale, both request the noun run and leave those drops for a
+later tick (:func:`~tac_pipeline.nouns.waiting_for_shared_nouns`); drops with their own nouns run at
+once.
 
 Both target :data:`tac_pipeline.jobs.drops_job` and read the data root from the ``tac_data`` resource; the
 encoder they compare against is the one the loaded definitions give the noun embeddings (their code version).
@@ -44,6 +45,7 @@ from dagster import (
 
 from tac_pipeline.drops import discover_dataset_keys, drop_manifest, watched_drop_manifest
 from tac_pipeline.jobs import DATASET_ASSET_KEYS, IMAGE_ASSET_KEY, NOUN_ASSET_KEY, drops_job
+from tac_pipeline.nouns import waiting_for_shared_nouns
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import cache_dir, drops_dir
 from tac_pipeline.resources.data import TacDataResource
@@ -65,14 +67,6 @@ def _dataset_run_request(key: str, digest: str, trigger: str, stamp: str | None 
         asset_selection=DATASET_ASSETS,
         tags={"tac/trigger": trigger, "tac/drop_digest": digest},
     )
-
-
-def nouns_current(instance: DagsterInstance, noun_code_version: str) -> bool:
-    """True when ``wordnet_noun_embeddings`` was materialized by this code version (i.e. this encoder)."""
-    event = instance.get_latest_materialization_event(NOUN_ASSET)
-    if event is None or event.asset_materialization is None:
-        return False
-    return (event.asset_materialization.tags or {}).get("dagster/code_version") == noun_code_version
 
 
 def recorded_drop_digest(instance: DagsterInstance, dataset: str) -> str | None:
@@ -129,25 +123,25 @@ def build_drops_sensor(
         cursor = json.loads(context.cursor) if context.cursor else {}
         if not keys:
             return SensorResult(skip_reason=SkipReason(f"no drop folders in {drops_dir(data_dir)}"))
-        noun_code_version = loaded_noun_code_version(context)
-        if not nouns_current(context.instance, noun_code_version):
-            return SensorResult(
-                run_requests=[_noun_request(noun_code_version)],
-                dynamic_partitions_requests=partition_requests,
-                cursor=json.dumps(cursor),
-            )
-        requests, waiting = [], []
+        changed, waiting = {}, []
         for key in keys:
             # Only a drop whose folders changed (or that was still settling) is walked file by file.
             state = cache_dir(data_dir) / "drops_sensor" / f"{key}.json"
             manifest = watched_drop_manifest(drops_dir(data_dir) / key, state, settle_seconds)
             if manifest.settling(settle_seconds):
                 waiting.append(key)
-                continue
-            if cursor.get(key) == manifest.digest:
-                continue
-            requests.append(_dataset_run_request(key, manifest.digest, "drops_sensor"))
-            cursor[key] = manifest.digest
+            elif cursor.get(key) != manifest.digest:
+                changed[key] = manifest.digest
+        # Drops that take the shared nouns wait (cursor untouched) while those are requested.
+        noun_code_version = loaded_noun_code_version(context)
+        blocked = waiting_for_shared_nouns(
+            context.instance, noun_code_version, {key: drops_dir(data_dir) / key for key in changed}
+        )
+        requests = [_noun_request(noun_code_version)] if blocked else []
+        for key, digest in changed.items():
+            if key not in blocked:
+                requests.append(_dataset_run_request(key, digest, "drops_sensor"))
+                cursor[key] = digest
         for gone in set(cursor) - set(keys):
             del cursor[gone]  # a removed drop's stored results stay; a re-created one runs again
         if waiting:
@@ -181,19 +175,25 @@ def build_recluster_schedule(
         keys, _ = discover_dataset_keys(tac_data.root)
         known = set(context.instance.get_dynamic_partitions(datasets_partitions.name))
         keys = [k for k in keys if k in known]  # registering folders is the sensor's (or make cluster's) job
-        noun_code_version = loaded_noun_code_version(context)
-        if not nouns_current(context.instance, noun_code_version):
-            return [_noun_request(noun_code_version)]
         stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-        requests = []
+        changed = {}
         for key in keys:
             manifest = drop_manifest(drops_dir(tac_data.root) / key)
-            if (
+            if not (
                 manifest.settling(settle_seconds)
                 or recorded_drop_digest(context.instance, key) == manifest.digest
             ):
-                continue
-            requests.append(_dataset_run_request(key, manifest.digest, "recluster_schedule", stamp))
+                changed[key] = manifest.digest
+        noun_code_version = loaded_noun_code_version(context)
+        blocked = waiting_for_shared_nouns(
+            context.instance, noun_code_version, {key: drops_dir(tac_data.root) / key for key in changed}
+        )
+        requests = [_noun_request(noun_code_version)] if blocked else []
+        requests += [
+            _dataset_run_request(key, digest, "recluster_schedule", stamp)
+            for key, digest in changed.items()
+            if key not in blocked
+        ]
         return requests or SkipReason("no drop changed since its last materialization")
 
     return recluster_changed_drops

@@ -98,12 +98,16 @@ def lexnames_text() -> str:
     )
 
 
+#: System WordNet 3.0 databases: Debian/Ubuntu's ``wordnet-base``, then Princeton's own ``make install``.
+SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/WordNet-3.0/dict")
+
+
 def system_wordnet_dirs() -> list[Path]:
-    """Where a system WordNet database may live: ``$WNSEARCHDIR``, then ``/usr/share/wordnet``."""
+    """Where a system WordNet database may live: ``$WNSEARCHDIR``, then :data:`SYSTEM_WORDNET_DIRS`."""
     dirs = []
     if os.environ.get("WNSEARCHDIR"):
         dirs.append(Path(os.environ["WNSEARCHDIR"]))
-    dirs.append(Path("/usr/share/wordnet"))
+    dirs += [Path(d) for d in SYSTEM_WORDNET_DIRS]
     return dirs
 
 

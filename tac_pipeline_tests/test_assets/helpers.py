@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import DagsterInstance, materialize
 
@@ -73,3 +75,33 @@ def materialize_dataset(
 def read_output(data_dir: Path, asset: str, key: str | None = None):
     path = store_dir(data_dir) / (f"{asset}.parquet" if key is None else f"{asset}/{key}.parquet")
     return pq.read_table(path)
+
+
+def byo_embeddings(path, n_per_class: int, width: int, *, seed: int = 0, split=True) -> np.ndarray:
+    """An ``embeddings.parquet`` of three labelled blobs (train/test split unless ``split=False``); returns
+    the blobs' directions."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(3, width))
+    rows, ids, labels, splits = [], [], [], []
+    for c in range(3):
+        for i in range(n_per_class):
+            rows.append(directions[c] + 0.3 * rng.normal(size=width))
+            ids.append(f"c{c}-{i}")
+            labels.append(f"class{c}")
+            splits.append("train" if i < n_per_class * 2 // 3 else "test")
+    columns = {"image_id": ids, "embedding": [list(map(float, r)) for r in rows], "label": labels}
+    if split:
+        columns["split"] = splits
+    pq.write_table(pa.table(columns), path)
+    return directions
+
+
+def byo_nouns(path, directions: np.ndarray, *, extra: int = 20, seed: int = 3) -> None:
+    """A ``nouns.parquet`` holding a noun near each blob direction and ``extra`` random ones."""
+    rng = np.random.default_rng(seed)
+    vectors = np.concatenate(
+        [directions + 0.1 * rng.normal(size=directions.shape), rng.normal(size=(extra, directions.shape[1]))]
+    )
+    pq.write_table(
+        pa.table({"noun": [f"noun{i}" for i in range(len(vectors))], "embedding": vectors.tolist()}), path
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, instance_for_test
 from dagster._utils.test.data_versions import get_stale_status_resolver
@@ -15,6 +14,8 @@ from tac_pipeline.tables import column_matrix
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_assets.helpers import (
     TEST_NOUNS,
+    byo_embeddings,
+    byo_nouns,
     materialize_dataset,
     materialize_nouns,
     read_output,
@@ -161,23 +162,6 @@ def test_flat_unlabelled_drop_needs_n_clusters(data_dir):
     assert set(metrics["seed"].to_pylist()) == {7} and set(metrics["split"].to_pylist()) == {"all"}
 
 
-def _byo_embeddings(path, n_per_class: int, width: int, *, seed: int = 0, split=True) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    directions = rng.normal(size=(3, width))
-    rows, ids, labels, splits = [], [], [], []
-    for c in range(3):
-        for i in range(n_per_class):
-            rows.append(directions[c] + 0.3 * rng.normal(size=width))
-            ids.append(f"c{c}-{i}")
-            labels.append(f"class{c}")
-            splits.append("train" if i < n_per_class * 2 // 3 else "test")
-    columns = {"image_id": ids, "embedding": [list(map(float, r)) for r in rows], "label": labels}
-    if split:
-        columns["split"] = splits
-    pq.write_table(pa.table(columns), path)
-    return directions
-
-
 def test_bring_your_own_embeddings_end_to_end_without_the_image_encoder(data_dir, monkeypatch):
     from tac_pipeline.encoders import ClipEncoder
 
@@ -188,23 +172,14 @@ def test_bring_your_own_embeddings_end_to_end_without_the_image_encoder(data_dir
     # A foreign 16-wide model: its own nouns replace the encoder's WordNet embeddings.
     drop = data_dir / "drops" / "byo"
     drop.mkdir()
-    directions = _byo_embeddings(drop / "embeddings.parquet", 30, 16)
-    rng = np.random.default_rng(3)
-    noun_vectors = np.concatenate(
-        [directions + 0.1 * rng.normal(size=directions.shape), rng.normal(size=(20, 16))]
-    )
-    pq.write_table(
-        pa.table(
-            {"noun": [f"noun{i}" for i in range(len(noun_vectors))], "embedding": noun_vectors.tolist()}
-        ),
-        drop / "nouns.parquet",
-    )
+    directions = byo_embeddings(drop / "embeddings.parquet", 30, 16)
+    byo_nouns(drop / "nouns.parquet", directions)
     # 60 fitting images make one step per epoch at the spec's batch size: train longer (an override).
     (drop / "dataset.toml").write_text("[tac]\nepochs = 150\n")
     # A second drop in the tiny model's own width uses the shared noun embeddings.
     same_width = data_dir / "drops" / "byo64"
     same_width.mkdir()
-    _byo_embeddings(same_width / "embeddings.parquet", 20, TINY_WIDTH, split=False)
+    byo_embeddings(same_width / "embeddings.parquet", 20, TINY_WIDTH, split=False)
     with instance_for_test() as instance:
         materialize_nouns(data_dir, instance)
         assert materialize_dataset(data_dir, instance, "byo").success
@@ -223,7 +198,7 @@ def test_bring_your_own_embeddings_end_to_end_without_the_image_encoder(data_dir
 def test_bring_your_own_embeddings_of_the_wrong_width_fail_clearly(data_dir):
     drop = data_dir / "drops" / "byo_wrong"
     drop.mkdir()
-    _byo_embeddings(drop / "embeddings.parquet", 10, 24)
+    byo_embeddings(drop / "embeddings.parquet", 10, 24)
     with instance_for_test() as instance:
         materialize_nouns(data_dir, instance)
         failed = materialize_dataset(data_dir, instance, "byo_wrong", raise_on_error=False)

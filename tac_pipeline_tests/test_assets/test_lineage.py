@@ -125,6 +125,15 @@ def test_every_stage_tells_its_story(lineage):
     table = md["text_space"]["nouns_by_center"]
     assert table.startswith("| centre | noun | gloss | confidence |")
     assert table.count("\n") >= 2
+    # Which nouns each dataset used: the shared WordNet embeddings (file, rows, encoder) or the drop's own file.
+    for key in ("toy", "byo"):
+        shared = latest_metadata(instance, "text_space", key)
+        assert shared["nouns_source"] == "wordnet_noun_embeddings" and shared["nouns_rows"] == 3000
+        assert shared["nouns_encoder"] == nouns["model"] and shared["nouns_vocabulary"] == "lemmas"
+        assert shared["nouns_file"].endswith("wordnet_noun_embeddings.parquet")
+    own = latest_metadata(instance, "text_space", "few_nouns")
+    assert own["nouns_source"] == "drop" and own["nouns_rows"] == 2 and len(own["nouns_sha256"]) == 64
+    assert own["nouns_file"].endswith("few_nouns/nouns.parquet") and "nouns_vocabulary" not in own
 
     assert md["counterparts"]["most_retrieved_nouns"].startswith("| noun | images |")
     assert md["knn_graphs"]["n_neighbors"] == 23 and 0 <= md["knn_graphs"]["image_text_agreement"] <= 1

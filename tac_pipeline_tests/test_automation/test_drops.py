@@ -22,6 +22,8 @@ from tac_pipeline.definitions import build_definitions
 from tac_pipeline.drops import drop_manifest, watched_drop_manifest
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_assets.helpers import (
+    byo_embeddings,
+    byo_nouns,
     materialize_dataset,
     materialize_nouns,
     read_output,
@@ -155,6 +157,36 @@ def test_schedule_reclusters_only_changed_drops(automation):
     toy_image(np.random.default_rng(1), *TOY_CLASSES["red"]).save(data_dir / "drops/other/train/red/new.png")
     age(data_dir / "drops" / "other")
     assert [r.partition_key for r in evaluate()] == ["other"]
+
+
+def test_drops_with_their_own_nouns_run_without_the_shared_nouns(automation):
+    data_dir, instance, defs, sensor, schedule = automation
+    write_toy_drop(data_dir / "drops" / "toy", train=3, test=1)
+    own = data_dir / "drops" / "own"
+    own.mkdir()
+    byo_nouns(own / "nouns.parquet", byo_embeddings(own / "embeddings.parquet", 5, 16))
+    age(data_dir / "drops")
+    nouns = [AssetKey("wordnet_noun_embeddings")]
+
+    # No shared nouns yet: the image drop waits for them, the drop with its own nouns runs now.
+    result = tick(sensor, instance, defs, None)
+    assert [(r.asset_selection, r.partition_key) for r in result.run_requests[:1]] == [(nouns, None)]
+    assert [r.partition_key for r in result.run_requests[1:]] == ["own"]
+    assert set(json.loads(result.cursor)) == {"own"}
+    instance.add_dynamic_partitions("datasets", ["toy", "own"])
+    context = build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=datetime(2026, 12, 1, 2, tzinfo=UTC),
+        resources={"tac_data": defs.resources["tac_data"]},
+        repository_def=defs.get_repository_def(),
+    )
+    requests = schedule(context)
+    assert requests[0].asset_selection == nouns and [r.partition_key for r in requests[1:]] == ["own"]
+
+    # With the shared nouns in place, the image drop runs on the next tick.
+    materialize_nouns(data_dir, instance)
+    result = tick(sensor, instance, defs, result.cursor)
+    assert [r.partition_key for r in result.run_requests] == ["toy"]
 
 
 def test_adding_ten_images_encodes_exactly_those_ten(data_dir, monkeypatch):
