@@ -48,6 +48,7 @@ from tac_pipeline.assets.embeddings import (
     previous_embeddings,
     resize_label,
 )
+from tac_pipeline.assets.lineage import lineage_metadata, stamp
 from tac_pipeline.automation.manifest import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.partitions import datasets_partitions
@@ -280,7 +281,8 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
                 "shards": MetadataValue.md(_shards_markdown(parts)),
                 "shard_workers": MetadataValue.json([p.worker for p in parts]),
             }
-        context.add_output_metadata(metadata)
+        table = stamp(table, {})  # the root of the dataset's lineage, as in the unsharded asset
+        context.add_output_metadata({**metadata, **lineage_metadata(table)})
         # The table is complete in memory; the run's hand-offs (a copy of every embedding) can go.
         shutil.rmtree(intermediate_dir(tac_data.root) / context.run_id, ignore_errors=True)
         return table
