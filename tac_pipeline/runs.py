@@ -317,14 +317,19 @@ class Stopped(RuntimeError):
 
 
 _PR_SET_PDEATHSIG = 1
+try:  # looked up once here: between fork and exec the child may only call it, not load libraries
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _PRCTL = None
 
 
-def _child_setup() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux; elsewhere nothing)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+def _child_setup(parent: int) -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux; elsewhere nothing), and do not
+    start at all if it died already."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -351,7 +356,8 @@ def run_child(command: list[str], env: dict[str, str], *, grace_seconds: float =
     the run), kills it after ``grace_seconds`` or at a second signal, waits until no process of the group is
     left and raises :class:`Stopped`. The previous signal handlers are restored on return.
     """
-    process = subprocess.Popen(command, env=env, process_group=0, preexec_fn=_child_setup)
+    parent = os.getpid()
+    process = subprocess.Popen(command, env=env, process_group=0, preexec_fn=lambda: _child_setup(parent))
     received: list[int] = []
 
     def forward(signum, _frame) -> None:
