@@ -45,6 +45,8 @@ cluster: $(STAMP) $(DAGSTER_HOME)
 reproduce: $(STAMP) $(DAGSTER_HOME)
 	$(PY) -m tac_pipeline.cli reproduce $(if $(DATASET),"$$DATASET") $(if $(SOURCE),--source "$$SOURCE") $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
-# The Dagster UI, on this machine only.
+# The Dagster UI, on this machine only. First: the project's dagster.yaml in $(DAGSTER_HOME) (one run per
+# dataset at a time, run monitoring) and runs whose process is gone reported failed.
 ui: $(STAMP) $(DAGSTER_HOME)
+	$(PY) -m tac_pipeline.runs
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml

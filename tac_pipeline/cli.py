@@ -1,7 +1,9 @@
 """Command line behind ``make demo``, ``make cluster`` and ``make reproduce``.
 
 ``cluster`` materializes the asset graph through Dagster's own CLI (``dagster asset materialize``), so every
-run is recorded in ``$DAGSTER_HOME`` and shows in the UI's run history, then prints the metrics table.
+run is recorded in ``$DAGSTER_HOME`` and shows in the UI's run history, then prints the metrics table. It
+takes the dataset's turn first (one run per dataset at a time) and stops its child when it is stopped
+(:mod:`tac_pipeline.runs`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from tac_pipeline.demo_data import write_digits_drop
 from tac_pipeline.drops import InvalidDatasetKeyError, drop_path
 from tac_pipeline.jobs import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.runs import Stopped, dagster_home, run_child
 
 
 class ClusterError(RuntimeError):
@@ -38,10 +40,7 @@ def _encoder_env(model: str | None, pretrained: str | None) -> dict[str, str]:
 def _instance():
     from dagster import DagsterInstance
 
-    if not os.environ.get("DAGSTER_HOME"):
-        home = Path(".dagster_home").absolute()
-        home.mkdir(exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(home)
+    dagster_home()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
     return DagsterInstance.get()
 
 
@@ -73,8 +72,15 @@ def _materialize(
         command += ["--config-json", json.dumps(run_config)]
     if partition is not None:
         command += ["--partition", partition]
-    done = subprocess.run(command, env=env, check=False)  # a list, never a shell: keys stay plain arguments
-    if done.returncode != 0:
+    started = time.time()
+    try:
+        returncode = run_child(command, env)  # a list, never a shell: keys stay plain arguments
+    except Stopped as stopped:
+        from tac_pipeline.runs import stop_leftover_run
+
+        stopped.outcome = stop_leftover_run(instance, stopped, partition, started)
+        raise
+    if returncode != 0:
         raise ClusterError(_failure_message(instance, before))
 
 
@@ -129,21 +135,34 @@ def cluster(
         raise ClusterError(f"no drop folder {drop}: put images in {drop}/<class>/ first")
     env = _encoder_env(model, pretrained)
     instance = _instance()
+    from tac_pipeline.runs import mark_dead_runs_failed, missing_partition_limit, partition_turn
+
+    mark_dead_runs_failed(instance, say=lambda message: print(message, file=sys.stderr))
+    problem = missing_partition_limit(instance)
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr)
     if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
         instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
     from tac_pipeline.nouns import uses_shared_nouns
 
-    # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or WordNet).
-    if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(instance, env, dataset, drop):
-        config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
-        _materialize([NOUN_ASSET], None, env, instance, config)
-    started = time.time()
     try:
-        _materialize(list(DATASET_ASSETS), dataset, env, instance)
-    finally:
-        summary = skipped_summary(dataset, since=started)
-        if summary:
-            print(f"\n{summary}", file=sys.stderr)
+        with partition_turn(instance, dataset):  # one run of the dataset at a time, whoever started it
+            # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or
+            # WordNet).
+            if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(
+                instance, env, dataset, drop
+            ):
+                config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
+                _materialize([NOUN_ASSET], None, env, instance, config)
+            started = time.time()
+            try:
+                _materialize(list(DATASET_ASSETS), dataset, env, instance)
+            finally:
+                summary = skipped_summary(dataset, since=started)
+                if summary:
+                    print(f"\n{summary}", file=sys.stderr)
+    except Stopped as stopped:  # every process of the run is gone: nothing is written after this
+        raise ClusterError(f"{stopped}; {stopped.outcome}") from None
     from tac_pipeline.assets.results import metrics_markdown
 
     return metrics_markdown(_stored_metrics(instance, dataset))

@@ -47,3 +47,12 @@ def test_no_other_module_imports_private_dagster_names():
     assert offenders == [], (
         f"private Dagster imports outside dagster_internals.py (dagster {dagster.__version__})"
     )
+
+
+def test_shapes_the_run_launcher_relies_on():
+    from tac_pipeline.dagster_internals import CheckRunHealthResult, SqliteRunStorage, WorkerStatus
+
+    result = CheckRunHealthResult(WorkerStatus.FAILED, "gone")
+    assert (result.status, result.msg) == (WorkerStatus.FAILED, "gone")
+    assert {WorkerStatus.RUNNING, WorkerStatus.FAILED} <= set(WorkerStatus)
+    assert isinstance(SqliteRunStorage, type)

@@ -18,6 +18,7 @@ from dagster import (
     asset,
 )
 
+from tac_pipeline.assets.lineage import with_lineage
 from tac_pipeline.assets.run_settings import pinned_dataset_settings, step_params
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import gpu_step_tags
@@ -34,9 +35,11 @@ def dataset_asset(group: str, description: str, *, gpu: bool = False, code_versi
     """``@asset`` for one stage of a dataset: partitioned by dataset, versioned, in a UI group.
 
     ``gpu=True`` tags the step ``tac/gpu`` so the executors give it a device of its own; other keyword
-    arguments (``check_specs``…) go to ``@asset`` as they are.
+    arguments (``check_specs``…) go to ``@asset`` as they are. The compute function is wrapped by
+    :func:`~tac_pipeline.assets.lineage.with_lineage`: its input tables must come from one state of the store,
+    and its table records which one.
     """
-    return asset(
+    decorate = asset(
         partitions_def=datasets_partitions,
         group_name=group,
         code_version=code_version,
@@ -44,6 +47,7 @@ def dataset_asset(group: str, description: str, *, gpu: bool = False, code_versi
         description=description,
         **kwargs,
     )
+    return lambda compute: decorate(with_lineage(compute))
 
 
 def fit_indices(table: pa.Table) -> np.ndarray:

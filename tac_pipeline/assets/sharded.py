@@ -48,6 +48,7 @@ from tac_pipeline.assets.embeddings import (
     previous_embeddings,
     resize_label,
 )
+from tac_pipeline.assets.lineage import lineage_metadata, stamp
 from tac_pipeline.assets.run_settings import pinned_dataset_settings
 from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import drop_manifest
@@ -298,7 +299,8 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
                 "shards": MetadataValue.md(_shards_markdown(parts)),
                 "shard_workers": MetadataValue.json([p.worker for p in parts]),
             }
-        context.add_output_metadata(metadata)
+        table = stamp(table, {})  # the root of the dataset's lineage, as in the unsharded asset
+        context.add_output_metadata({**metadata, **lineage_metadata(table)})
         # The table is complete in memory; the run's hand-offs (a copy of every embedding) can go, removed
         # by the IO manager that wrote them (wherever it keeps them).
         shard_io_manager.remove_run(context.run_id)

@@ -21,7 +21,7 @@ import pytest
 import torch
 from dagster import asset, instance_for_test, materialize
 
-from tac_pipeline import cli
+from tac_pipeline import cli, runs
 from tac_pipeline.drops import PARTITION_KEY_PATTERN
 from tac_pipeline.encoders import TINY_MODEL_NAME, ClipEncoder, EncoderUnavailableError
 from tac_pipeline.partitions import datasets_partitions
@@ -242,15 +242,17 @@ def test_package_never_runs_a_shell():
 def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch):
     calls = []
 
-    def fake_run(command, **kwargs):
+    real_popen = subprocess.Popen
+
+    def fake_popen(command, **kwargs):
         calls.append((command, kwargs))
-        return subprocess.CompletedProcess(command, 0)
+        return real_popen(["true"])
 
     class NoRuns:
         def get_runs(self, limit):
             return []
 
-    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    monkeypatch.setattr(runs.subprocess, "Popen", fake_popen)  # cli runs its child through runs.run_child
     cli._materialize(["image_embeddings"], "pets-1.0", {}, NoRuns())
     [(command, kwargs)] = calls
     assert isinstance(command, list) and kwargs.get("shell", False) is False
@@ -259,7 +261,7 @@ def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch):
 
 def test_cli_refuses_a_dataset_name_with_shell_syntax(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TAC_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(cli.subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(runs.subprocess, "Popen", lambda *a, **k: pytest.fail("nothing may run"))
     assert cli.main(["cluster", "x; touch pwned"]) == 1
     assert PARTITION_KEY_PATTERN in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists()
