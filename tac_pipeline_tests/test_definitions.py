@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import Definitions, instance_for_test
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_definitions_load_and_validate():
     from tac_pipeline.definitions import defs
 
-    Definitions.validate_loadable(defs)
+    # Loading reads the current instance's definitions state; a live test instance provides it (a test
+    # before this one may leave a disposed instance behind in Dagster's context variable).
+    with instance_for_test():
+        Definitions.validate_loadable(defs)
 
 
 def test_workspace_validates_with_the_dagster_cli(tmp_path):
