@@ -78,6 +78,20 @@ def dagster_home() -> Path:
     return home
 
 
+def open_instance() -> DagsterInstance:
+    """The instance at :func:`dagster_home`, its storage created while holding ``locks/instance.lock``.
+
+    Two commands started at once on a fresh home would otherwise both create the SQLite tables, and each
+    stamps its own schema revision: the instance then refuses to open ("more than one head present")
+    until its ``history``, ``schedules`` and ``storage`` folders are deleted.
+    """
+    locks = dagster_home() / "locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / "instance.lock", "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes (or the process ends)
+        return DagsterInstance.get()
+
+
 def missing_partition_limit(instance: DagsterInstance) -> str | None:
     """Why the instance's run queue does not keep runs of one dataset apart, or None when it does."""
     queue = instance.get_concurrency_config().run_queue_config
@@ -423,8 +437,7 @@ def _utc(timestamp: float):
 
 
 if __name__ == "__main__":  # `make ui`: prepare the instance and report dead runs before the UI starts
-    home = dagster_home()
-    with DagsterInstance.get() as _instance:
+    with open_instance() as _instance:
         mark_dead_runs_failed(_instance, say=_say)
         problem = missing_partition_limit(_instance)
     if problem:

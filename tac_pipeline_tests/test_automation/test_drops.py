@@ -53,10 +53,12 @@ def automation(data_dir):
 
 def tick(sensor, instance, defs, cursor) -> SensorResult:
     """One evaluation, as the daemon's tick would see it (new partitions and runs in one result)."""
-    context = build_sensor_context(
+    # Entered and left as the daemon does: a context never left keeps the instance in Dagster's context
+    # variable after the instance is gone, and a later test loading definitions fails on it.
+    with build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources={"tac_data": defs.resources["tac_data"]}
-    )
-    result = sensor(context)
+    ) as context:
+        result = sensor(context)
     assert isinstance(result, SensorResult)
     return result
 
@@ -145,13 +147,13 @@ def test_schedule_reclusters_only_changed_drops(automation):
         assert materialize_dataset(data_dir, instance, name).success
 
     def evaluate():
-        context = build_schedule_context(
+        with build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC),
             resources={"tac_data": defs.resources["tac_data"]},
             repository_def=defs.get_repository_def(),
-        )
-        return schedule(context)
+        ) as context:
+            return schedule(context)
 
     assert "no drop changed" in evaluate().skip_message
     toy_image(np.random.default_rng(1), *TOY_CLASSES["red"]).save(data_dir / "drops/other/train/red/new.png")
@@ -174,13 +176,13 @@ def test_drops_with_their_own_nouns_run_without_the_shared_nouns(automation):
     assert [r.partition_key for r in result.run_requests[1:]] == ["own"]
     assert set(json.loads(result.cursor)) == {"own"}
     instance.add_dynamic_partitions("datasets", ["toy", "own"])
-    context = build_schedule_context(
+    with build_schedule_context(
         instance=instance,
         scheduled_execution_time=datetime(2026, 12, 1, 2, tzinfo=UTC),
         resources={"tac_data": defs.resources["tac_data"]},
         repository_def=defs.get_repository_def(),
-    )
-    requests = schedule(context)
+    ) as context:
+        requests = schedule(context)
     assert requests[0].asset_selection == nouns and [r.partition_key for r in requests[1:]] == ["own"]
 
     # With the shared nouns in place, the image drop runs on the next tick.

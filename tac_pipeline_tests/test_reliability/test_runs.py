@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from unittest import mock
 
 import pyarrow.parquet as pq
 import pytest
@@ -101,6 +102,19 @@ def test_a_dagster_yaml_already_there_is_kept_and_a_missing_limit_is_named(tmp_p
     assert str(own) in problem and "concurrency" in problem and str(runs.INSTANCE_CONFIG) in problem
 
 
+def test_commands_starting_at_once_on_a_fresh_home_create_its_storage_once(tmp_path):
+    home = tmp_path / "fresh"
+    opener = "from tac_pipeline import runs\nwith runs.open_instance() as i: print(len(i.get_runs()))"
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    starts = [subprocess.Popen([sys.executable, "-c", opener], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    for process in starts:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]  # without the lock: "more than one head present"
+        assert out.strip() == "0"
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), runs.open_instance() as instance:
+        assert instance.get_runs() == []
+
+
 def test_a_run_whose_process_is_gone_is_marked_failed_by_the_cli_check_and_by_run_monitoring(instance):
     live = _run_with_process(instance, os.getpid())
     for_cli = _run_with_process(instance, _gone_pid())
@@ -180,7 +194,8 @@ def _wait_for(predicate, seconds=300.0, what="condition"):
 
 
 def _dataset_runs(home, dataset):
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    # Opened as the commands open it: never creating its storage while a command creates it too.
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), runs.open_instance() as instance:
         return list(reversed(instance.get_run_records(RunsFilter(tags={PARTITION: dataset}))))
 
 
