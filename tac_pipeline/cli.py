@@ -21,7 +21,7 @@ from tac_pipeline.demo_data import write_digits_drop
 from tac_pipeline.drops import InvalidDatasetKeyError, drop_path
 from tac_pipeline.jobs import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.runs import Stopped, dagster_home, run_child
+from tac_pipeline.runs import Stopped, open_instance, run_child
 
 
 class ClusterError(RuntimeError):
@@ -38,10 +38,7 @@ def _encoder_env(model: str | None, pretrained: str | None) -> dict[str, str]:
 
 
 def _instance():
-    from dagster import DagsterInstance
-
-    dagster_home()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
-    return DagsterInstance.get()
+    return open_instance()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
 
 
 def _failure_message(instance, run_ids_before: set[str]) -> str:
@@ -102,26 +99,23 @@ def _stored_metrics(instance, dataset: str):
     return read_stored_table(instance, "metrics", dataset)
 
 
-#: How many skipped files the shell lists before it points at the full report.
-SHOWN_SKIPPED = 20
-
-
-def skipped_summary(dataset: str, since: float | None = None) -> str | None:
+def skipped_summary(instance, dataset: str, since: float | None = None) -> str | None:
     """The files the last embedding of ``dataset`` skipped, with reasons (the first :data:`SHOWN_SKIPPED`,
-    then the count and where the full list is); None when none were skipped (or the report predates
-    ``since``, a time stamp)."""
-    from tac_pipeline.paths import skipped_files_report
+    then the count and where the full list is), read from the report its materialization recorded; None
+    when none were skipped (or that materialization predates ``since``, a time stamp). A run that failed
+    in ``image_embeddings`` itself lists what it skipped in its error."""
+    from tac_pipeline.messages import SHOWN_SKIPPED, listed_lines
+    from tac_pipeline.resources.io_manager import stored_path
 
-    report = skipped_files_report(dataset)
-    if not report.is_file() or (since is not None and report.stat().st_mtime < since):
+    report = stored_path(instance, "image_embeddings", dataset, entry="skipped_report", since=since)
+    if report is None or not report.exists():
         return None
-    rows = pq.read_table(report).to_pylist()
+    with report.open("rb") as handle:
+        rows = pq.read_table(handle).to_pylist()
     if not rows:
         return None
     lines = [f"{len(rows)} file(s) of '{dataset}' were skipped:"]
-    lines += [f"  {row['file']}: {row['reason']}" for row in rows[:SHOWN_SKIPPED]]
-    if len(rows) > SHOWN_SKIPPED:
-        lines.append(f"  … and {len(rows) - SHOWN_SKIPPED} more")
+    lines += listed_lines([f"{row['file']}: {row['reason']}" for row in rows], SHOWN_SKIPPED, indent="  ")
     lines.append(f"Full list: {report} (pandas.read_parquet)")
     return "\n".join(lines)
 
@@ -158,7 +152,7 @@ def cluster(
             try:
                 _materialize(list(DATASET_ASSETS), dataset, env, instance)
             finally:
-                summary = skipped_summary(dataset, since=started)
+                summary = skipped_summary(instance, dataset, since=started)
                 if summary:
                     print(f"\n{summary}", file=sys.stderr)
     except Stopped as stopped:  # every process of the run is gone: nothing is written after this

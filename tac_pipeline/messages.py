@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+#: How many skipped files a message lists before it points at the full report.
+SHOWN_SKIPPED = 20
 
 
 def listed(items: Iterable[object], limit: int = 5) -> str:
@@ -10,3 +13,9 @@ def listed(items: Iterable[object], limit: int = 5) -> str:
     items = [int(i) if hasattr(i, "__index__") and not isinstance(i, bool) else i for i in items]
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def listed_lines(lines: Sequence[str], limit: int, indent: str = "") -> list[str]:
+    """The first ``limit`` lines, indented, then ``"… and N more"`` when there are more."""
+    shown = [f"{indent}{line}" for line in lines[:limit]]
+    return shown + ([f"{indent}… and {len(lines) - limit} more"] if len(lines) > limit else [])

@@ -22,6 +22,7 @@ from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
 from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
+from tac_pipeline.messages import SHOWN_SKIPPED, listed_lines
 from tac_pipeline.paths import skipped_files_report
 from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
@@ -280,13 +281,14 @@ def assemble_image_table(
         write_skipped_report(report, skipped)
     total = sum(len(part.positions) for part in parts)
     if not total:
-        shown = "\n".join(f"  {name}: {reason}" for name, reason in skipped[:20])
-        more = f"\n  … and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        shown = "\n".join(
+            listed_lines([f"{name}: {reason}" for name, reason in skipped], SHOWN_SKIPPED, indent="  ")
+        )
         where = f"\nFull list: {report}" if report is not None else ""
         raise ValueError(
             f"drop {drop} has no readable images ({len(skipped)} skipped): add JPEG/PNG/WebP/BMP/TIFF/GIF "
             "files, in <class>/ folders for labels, or an embeddings.parquet"
-            + (f"\nSkipped:\n{shown}{more}{where}" if skipped else "")
+            + (f"\nSkipped:\n{shown}{where}" if skipped else "")
         )
     positions = np.concatenate([part.positions for part in parts])
     order = np.argsort(positions, kind="stable")

@@ -121,18 +121,22 @@ class ParquetIOManager(ConfigurableIOManagerFactory):
         return StoreIOManager(base_path=UPath(self.base_dir))
 
 
-def stored_path(instance, asset: str, partition: str | None = None) -> UPath | None:
-    """The file the latest materialization of ``asset`` (for ``partition``) recorded, or None."""
+def stored_path(
+    instance, asset: str, partition: str | None = None, *, entry: str = "path", since: float | None = None
+) -> UPath | None:
+    """The file the latest materialization of ``asset`` (for ``partition``) recorded under the metadata
+    ``entry`` (``path``: the asset's table; ``skipped_report`` for ``image_embeddings``), or None (also when
+    that materialization is older than ``since``, a time stamp)."""
     from dagster import AssetKey, AssetRecordsFilter
 
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None),
         limit=1,
     ).records
-    if not records:
+    if not records or (since is not None and records[0].timestamp < since):
         return None
-    entry = records[0].asset_materialization.metadata.get("path")
-    return UPath(entry.value) if entry is not None else None
+    value = records[0].asset_materialization.metadata.get(entry)
+    return UPath(value.value) if value is not None else None
 
 
 def read_stored_table(instance, asset: str, partition: str | None = None) -> pa.Table:
