@@ -18,8 +18,8 @@ heads      ``train_heads``, N = 50,000, K = 10, 20 epochs (full); on CUDA also w
 graph      the whole graph for a generated CIFAR-sized drop (60,000 images at full scale: 50,000 train,
            10,000 test, 10 classes): cold (nouns, then the drop) and warm (a second drop, nouns already
            materialized). With dagster importable, the real asset graph and its checks materialized
-           in-process; without it, the same stages called one after another on the engine and encoders
-           (said so in the table). Also the start of a fresh Python that imports torch and open_clip.
+           in-process; without it, the encoders, then ``TAC.fit`` and its predictions (said so in the
+           table). Also the start of a fresh Python that imports torch and open_clip.
 graph-cli  the same through ``dagster asset materialize`` subprocesses, as ``make cluster`` runs it (one
            process per step: process start, imports and model load per step included).
 
@@ -694,7 +694,7 @@ def graph_in_process(b: Bench) -> list[Row]:
 
 
 def graph_on_engine(b: Bench) -> list[Row]:
-    """Without dagster: the graph's stages called in sequence on the engine and encoders (no Parquet IO)."""
+    """Without dagster: the encoders, then ``TAC.fit`` and its predictions (no Parquet IO)."""
     import numpy as np
 
     from tac_pipeline import tac
@@ -704,8 +704,7 @@ def graph_on_engine(b: Bench) -> list[Row]:
     if b.scale.graph_nouns is not None:
         frame = frame.iloc[: b.scale.graph_nouns]
     source = b.drop(b.scale.drop_train, b.scale.drop_test)
-    dev, backend, k = b.device, b.args.backend, N_CLASSES
-    params = tac.DEFAULTS  # the graph's settings, as the assets resolve them for a drop without overrides
+    dev, backend, k = b.device, b.args.backend, N_CLASSES  # TAC's defaults: the graph's for a plain drop
 
     def encoder():  # every step that needs the model builds it, as each asset does
         return ClipEncoder.from_pretrained(b.model, b.pretrained, device=dev, batch_size=b.args.batch_size)
@@ -727,64 +726,21 @@ def graph_on_engine(b: Bench) -> list[Row]:
         images, labels = encoded.embeddings, np.array(encoded.labels, dtype=object)
         split = np.array(encoded.splits, dtype=object)
         fit, report = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-        k_c = tac.semantic_center_count(len(fit), k)
-        centers, _ = timed(
-            steps,
-            "semantic_centers",
-            lambda: tac.spherical_kmeans(images[fit], k_c, seed=params.seed, device=dev, backend=backend),
-        )
-        space = timed(
-            steps, "text_space", lambda: tac.select_text_space(nouns, centers, params.gamma, device=dev)
-        )
 
-        def counterparts():
-            cp = tac.retrieve_counterparts(
-                images, nouns[space.noun_indices], params.retrieval_temperature, device=dev
-            )
-            _, base = tac.no_train_baseline(
-                images[report],
-                cp[report],
-                k,
-                seed=params.seed,
-                device=dev,
-                backend=backend,
-                return_centers=True,
-            )
-            return cp, tac.assign_to_centers(tac.concat_modalities(images, cp), base)
-
-        cp, no_train = timed(steps, "counterparts", counterparts)
-        n_nb = min(params.n_neighbors, len(fit) - 1)
-        knn_v, knn_t = timed(
-            steps,
-            "knn_graphs",
-            lambda: [tac.knn_inner_product(x[fit], n_nb, device=dev, backend=backend) for x in (images, cp)],
-        )
-
-        def heads():
+        def fit_tac():  # centres, text space, counterparts, kNN graphs and heads: the estimator's fit
             with warnings.catch_warnings():  # a batch shrunk to a small drop, as the asset does
                 warnings.simplefilter("ignore", UserWarning)
-                cfg = tac.HeadTrainingConfig(**params.head_training(k))
-                return tac.train_heads(
-                    images[fit], cp[fit], knn_v, knn_t, k, cfg, seed=params.seed, device=dev
-                )
+                return tac.TAC(k, device=dev, backend=backend).fit(images[fit], nouns)
 
-        f, g, _ = timed(steps, "trained_heads", heads)
-        p, q = timed(
-            steps, "cluster_labels", lambda: (tac.predict_proba(f, images), tac.predict_proba(g, cp))
-        )
+        model = timed(steps, "TAC.fit (semantic_centers … trained_heads)", fit_tac)
 
-        def metrics():
-            _, kmeans = tac.spherical_kmeans(images[report], k, seed=params.seed, device=dev, backend=backend)
-            predictions = [
-                kmeans,
-                no_train[report],
-                p[report].argmax(1),
-                q[report].argmax(1),
-                (p + q)[report].argmax(1),
-            ]
-            return [tac.cluster_metrics(labels[report], y) for y in predictions]
+        def predict():  # what cluster_labels holds: both heads, their mean and the baselines
+            heads = [model.predict(images), model.predict_text(images), model.predict_mean(images)]
+            _, kmeans = tac.spherical_kmeans(images[report], k, seed=model.seed, device=dev, backend=backend)
+            return [kmeans, model.fit_predict_baseline(images[report]), *(y[report] for y in heads)]
 
-        timed(steps, "metrics", metrics)
+        predictions = timed(steps, "cluster_labels", predict)
+        timed(steps, "metrics", lambda: [tac.cluster_metrics(labels[report], y) for y in predictions])
 
     cold_steps: dict[str, str] = {}
 
@@ -799,7 +755,7 @@ def graph_on_engine(b: Bench) -> list[Row]:
     cold = GraphRun(s_cold, cold_steps, peak_cold, float(cold_steps[NOUN_ASSET]))
     warm = GraphRun(s_warm, warm_steps, peak_warm)
     notes = (
-        "dagster is not importable: the stages called in sequence on the engine and encoders (no Dagster, "
+        "dagster is not importable: the encoders, then TAC.fit and its predictions (no Dagster, "
         f"no Parquet), {graph_noun_note(b)}"
     )
     return graph_rows(b, "graph", "engine, no Dagster", cold, warm, notes)
