@@ -27,8 +27,16 @@ from tac_pipeline.settings import DATASET_TOML, DatasetSettings, ResolvedParams,
 from tac_pipeline.tables import column_matrix
 from tac_pipeline.tac.params import TacParams
 
+#: Each method scored by ``metrics`` and the ``cluster_labels`` column holding its labels.
+METHOD_COLUMNS = {
+    "kmeans_image": "cluster_kmeans",
+    "tac_no_train": "cluster_no_train",
+    "tac_image": "cluster",
+    "tac_text": "cluster_text",
+    "tac_mean": "cluster_mean",
+}
 #: The rows of ``metrics``, one per method, in this order.
-METHODS = ("kmeans_image", "tac_no_train", "tac_image", "tac_text", "tac_mean")
+METHODS = tuple(METHOD_COLUMNS)
 
 
 def dataset_asset(group: str, description: str, *, gpu: bool = False, code_version: str = "1", **kwargs):

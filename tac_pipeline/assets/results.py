@@ -13,6 +13,7 @@ from tac_pipeline.assets.checks import (
     metrics_check,
 )
 from tac_pipeline.assets.common import (
+    METHOD_COLUMNS,
     METHODS,
     dataset_asset,
     dataset_run,
@@ -25,14 +26,6 @@ from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tables import column_matrix
-
-_LABEL_COLUMNS = {
-    "tac_no_train": "cluster_no_train",
-    "tac_image": "cluster",
-    "tac_text": "cluster_text",
-    "tac_mean": "cluster_mean",
-    "kmeans_image": "cluster_kmeans",
-}
 
 
 @dataset_asset(
@@ -149,9 +142,9 @@ def metrics(
             f"{unlabelled} of {len(truth)} reported images have no label: NMI / ACC / ARI are computed on the "
             f"{len(scored)} labelled ones"
         )
-    predictions = {}
-    for method, column in _LABEL_COLUMNS.items():
-        predictions[method] = cluster_labels[column].to_numpy()[report]
+    predictions = {
+        method: cluster_labels[column].to_numpy()[report] for method, column in METHOD_COLUMNS.items()
+    }
     rows = {k: [] for k in ("method", "nmi", "acc", "ari", "n_images", "split", "seed", "cluster_size_ratio")}
     for method in METHODS:
         scores = tac.cluster_metrics(truth[scored], predictions[method][scored]) if labelled else {}
