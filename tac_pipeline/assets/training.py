@@ -154,6 +154,10 @@ def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module,
     return heads[0], heads[1], history
 
 
+#: How often a long head training logs its progress (the first three epochs and the last always).
+PROGRESS_SECONDS = 5.0
+
+
 @dataset_asset(
     "training",
     "The image head f and text head g, trained by cross-modal neighbour distillation.",
@@ -174,9 +178,20 @@ def trained_heads(
     applied = run.params.head_training(run.n_clusters)
     training = tac.HeadTrainingConfig(**applied)
 
+    logged_at = [0.0]
+
     def log_epoch(epoch: int, losses: dict[str, float]) -> None:
+        # The first epochs, the last, and one every PROGRESS_SECONDS in between: a long training reports its
+        # progress and the time it expects to take without filling the event log.
+        done, elapsed = epoch + 1, time.perf_counter() - start
+        if 3 < done < training.epochs and elapsed - logged_at[0] < PROGRESS_SECONDS:
+            return
+        logged_at[0] = elapsed
+        per_epoch = elapsed / done
         context.log.info(
-            f"epoch {epoch + 1}/{training.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            f"epoch {done}/{training.epochs}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            + f" ({per_epoch:.3g} s per epoch, about {per_epoch * (training.epochs - done):.0f} s left)"
         )
 
     start = time.perf_counter()

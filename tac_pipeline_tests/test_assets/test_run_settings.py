@@ -86,3 +86,22 @@ def test_run_config_out_of_range_fails_the_run_before_anything_is_computed(data_
         assert error.cause.cls_name == RunConfigError.__name__
         assert f"run config ops.{op}.config: field '{field}'" in error.cause.message
     assert not (data_dir / "store" / "image_embeddings").exists()
+
+
+def test_a_long_training_logs_its_progress_and_expected_time_without_an_entry_per_epoch(
+    data_dir, monkeypatch
+):
+    from tac_pipeline.assets import training
+
+    monkeypatch.setattr(training, "PROGRESS_SECONDS", 3600.0)  # no time-based entry in between
+    write_toy_drop(data_dir / "drops" / "toy")
+    (data_dir / "drops" / "toy" / "dataset.toml").write_text("[tac]\nepochs = 30\n")
+    with instance_for_test() as instance:
+        materialize_nouns(data_dir, instance)
+        result = materialize_dataset(data_dir, instance, "toy")
+        messages = [
+            r.user_message for r in instance.all_logs(result.run_id) if r.user_message.startswith("epoch ")
+        ]
+    assert [m.split(":")[0] for m in messages] == ["epoch 1/30", "epoch 2/30", "epoch 3/30", "epoch 30/30"]
+    assert all(" s per epoch, about " in m and m.endswith(" s left)") for m in messages)
+    assert messages[-1].endswith("about 0 s left)")
