@@ -19,3 +19,12 @@ def listed_lines(lines: Sequence[str], limit: int, indent: str = "") -> list[str
     """The first ``limit`` lines, indented, then ``"… and N more"`` when there are more."""
     shown = [f"{indent}{line}" for line in lines[:limit]]
     return shown + ([f"{indent}… and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def more_row(total: int, shown: int, what: str = "", columns: int = 2) -> list[str]:
+    """The last row of a Markdown table cut at ``shown`` rows: ``| … | N more <what> |`` (padded to
+    ``columns`` cells), or no row when nothing was cut."""
+    if total <= shown:
+        return []
+    label = f"{total - shown} more" + (f" {what}" if what else "")
+    return ["| … | " + label + " |" + " |" * (columns - 2)]

@@ -22,7 +22,7 @@ from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
 from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
-from tac_pipeline.messages import SHOWN_SKIPPED, listed_lines
+from tac_pipeline.messages import SHOWN_SKIPPED, listed_lines, more_row
 from tac_pipeline.paths import skipped_files_report
 from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
@@ -75,8 +75,7 @@ def image_table(
 def _skipped_markdown(skipped) -> str:
     lines = ["| file | reason |", "| --- | --- |"]
     lines += [f"| `{name}` | {reason} |" for name, reason in skipped[:50]]
-    if len(skipped) > 50:
-        lines.append(f"| … | {len(skipped) - 50} more |")
+    lines += more_row(len(skipped), 50)
     return "\n".join(lines)
 
 

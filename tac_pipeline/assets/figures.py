@@ -22,6 +22,7 @@ import pyarrow as pa
 from dagster import MetadataValue
 
 from tac_pipeline.atomic import write_bytes_atomically
+from tac_pipeline.messages import more_row
 from tac_pipeline.resources.io_manager import StoreIOManager
 from tac_pipeline.tac.naming import cluster_names, cluster_noun_counts
 
@@ -319,8 +320,7 @@ def cluster_names_markdown(
     for k in range(min(len(names), NAME_TABLE_ROWS)):
         nouns = ", ".join(f"{noun} ({count})" for noun, count in noun_counts[k][:5]) or "–"
         lines.append(f"| {k} | {names[k].replace('|', '/')} | {int(sizes[k])} | {nouns.replace('|', '/')} |")
-    if len(names) > NAME_TABLE_ROWS:
-        lines.append(f"| … | {len(names) - NAME_TABLE_ROWS} more clusters | | |")
+    lines += more_row(len(names), NAME_TABLE_ROWS, "clusters", columns=4)
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, f
 from tac_pipeline.assets.nouns import dataset_nouns
 from tac_pipeline.encoders.byo import BYO_NOUNS
 from tac_pipeline.jobs import NOUN_ASSET
+from tac_pipeline.messages import more_row
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import StoreIOManager
@@ -184,8 +185,7 @@ def _nouns_by_center_markdown(table: pa.Table, max_centers: int = 40) -> str:
         if c in shown:
             gloss = (g or "").replace("|", "/")[:80]
             lines.append(f"| {c} | {n} | {gloss} | {p:.3f} |")
-    if len(set(centers)) > max_centers:
-        lines.append(f"| … | {len(set(centers)) - max_centers} more centres | | |")
+    lines += more_row(len(set(centers)), max_centers, "centres", columns=4)
     return "\n".join(lines)
 
 
