@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .choose_k import KSweep, choose_n_clusters
 from .device import ArrayLike, DeviceLike, resolve_device, to_numpy
 from .heads import ClusterHead, HeadTrainingConfig, TrainingHistory, predict_proba, train_heads
-from .params import DEFAULTS, TacParams
+from .params import DEFAULTS, TacParams, auto_k_range
 from .text_space import (
     TextSpace,
     no_train_baseline,
@@ -42,7 +43,12 @@ class TAC(ClusterMixin, BaseEstimator):
     per centre) -> counterparts (soft retrieval) -> kNN in both spaces -> the two cluster heads.
 
     Args:
-        n_clusters: K, the number of clusters to find (>= 2, < number of fitting images).
+        n_clusters: K, the number of clusters to find (>= 2, < number of fitting images), or "auto": K is
+            chosen in ``n_clusters_range`` by :func:`~tac_pipeline.tac.choose_k.choose_n_clusters` (the cosine
+            silhouette of the text counterparts over the cuts of one Ward tree), then the heads are fitted
+            with it. The semantic centres are then sized for the range's upper end.
+        n_clusters_range: (low, high), inclusive, the K tried by "auto"; None: 2 to min(100, N // 10)
+            (:func:`~tac_pipeline.tac.params.auto_k_range`).
         seed: seeds k-means, head initialisation and sampling (deterministic on CPU).
         device: "auto" (CUDA when available), "cpu", "cuda", ... .
         gamma: nouns kept per semantic centre (5).
@@ -56,7 +62,8 @@ class TAC(ClusterMixin, BaseEstimator):
         backend: "auto" | "faiss" | "torch" for k-means and kNN.
         cuda_graph: replay the training step as a CUDA graph on CUDA (experimental).
 
-    Fitted attributes: ``labels_`` (N,) the image head's cluster of every fitting image, ``device_``, ``n_features_in_``, ``n_centers_``, ``centers_`` (k_c, d),
+    Fitted attributes: ``n_clusters_`` (K used), ``n_clusters_scores_`` ({K: silhouette} of every K tried, or
+    None when K was given), ``k_sweep_`` (:class:`~tac_pipeline.tac.choose_k.KSweep` or None), ``labels_`` (N,) the image head's cluster of every fitting image, ``device_``, ``n_features_in_``, ``n_centers_``, ``centers_`` (k_c, d),
     ``center_labels_`` (N,), ``text_space_`` (:class:`TextSpace`), ``text_embeddings_`` (M, d),
     ``counterparts_`` (N, d), ``top_nouns_`` (N,) index into the text space of each image's
     nearest noun, ``n_neighbors_``, ``knn_image_`` / ``knn_text_`` (N, n_neighbors_),
@@ -65,8 +72,9 @@ class TAC(ClusterMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_clusters: int,
+        n_clusters: int | Literal["auto"],
         *,
+        n_clusters_range: tuple[int, int] | None = None,
         seed: int = DEFAULTS.seed,
         device: DeviceLike = "auto",
         gamma: int = DEFAULTS.gamma,
@@ -85,6 +93,7 @@ class TAC(ClusterMixin, BaseEstimator):
         cuda_graph: bool = False,
     ):
         self.n_clusters = n_clusters
+        self.n_clusters_range = n_clusters_range
         self.seed = seed
         self.device = device
         self.gamma = gamma
@@ -106,8 +115,19 @@ class TAC(ClusterMixin, BaseEstimator):
     def _validated_params(self) -> TacParams:
         """The parameters checked against ``TacParams``'s ranges; ``ValueError`` names every bad one."""
         k = self.n_clusters
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
-            raise ValueError(f"TAC parameter 'n_clusters' must be an integer >= 2, got {k!r}")
+        if isinstance(k, str):
+            if k != "auto":
+                hint = " (did you mean 'auto'?)" if k.strip().lower() == "auto" else ""
+                raise ValueError(
+                    f"TAC parameter 'n_clusters' must be an integer >= 2 or 'auto', got {k!r}{hint}"
+                )
+        elif isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
+            raise ValueError(f"TAC parameter 'n_clusters' must be an integer >= 2 or 'auto', got {k!r}")
+        elif self.n_clusters_range is not None:
+            raise ValueError(
+                f"TAC parameter 'n_clusters_range' is only used with n_clusters='auto' (n_clusters is {k}); "
+                "leave it None or set n_clusters='auto'"
+            )
         if self.backend not in _BACKENDS:
             raise ValueError(f"TAC parameter 'backend' must be one of {_BACKENDS}, got {self.backend!r}")
         if not isinstance(self.cuda_graph, bool):
@@ -146,13 +166,20 @@ class TAC(ClusterMixin, BaseEstimator):
         n, d = images.shape
         if nouns.shape[1] != d:
             raise ValueError(f"noun embeddings are {nouns.shape[1]} wide but image embeddings are {d} wide")
-        if self.n_clusters >= n:
+        auto = self.n_clusters == "auto"
+        if auto:
+            try:
+                k_range = auto_k_range(n, self.n_clusters_range)
+            except ValueError as exc:
+                raise ValueError(f"TAC parameter 'n_clusters_range': {exc}") from None
+        elif self.n_clusters >= n:
             raise ValueError(f"n_clusters={self.n_clusters} must be smaller than the number of images ({n})")
 
         self.device_ = dev
         self.n_features_in_ = d
+        # With 'auto' the centres are sized for the largest K tried, so every K of the range has its nouns.
         self.n_centers_ = (
-            semantic_center_count(n, self.n_clusters)
+            semantic_center_count(n, k_range[1] if auto else self.n_clusters)
             if params.n_centers is None
             else min(params.n_centers, n)
         )
@@ -171,6 +198,13 @@ class TAC(ClusterMixin, BaseEstimator):
             images, self.text_embeddings_, params.retrieval_temperature, device=dev, return_top=True
         )
 
+        # K: given, or chosen from the counterparts (nothing above depends on K except the centre count).
+        self.k_sweep_: KSweep | None = (
+            choose_n_clusters(images, self.counterparts_, k_range, seed=params.seed) if auto else None
+        )
+        self.n_clusters_ = self.k_sweep_.chosen if auto else int(self.n_clusters)
+        self.n_clusters_scores_ = self.k_sweep_.as_dict() if auto else None
+
         self.n_neighbors_ = params.n_neighbors
         if params.n_neighbors >= n:
             self.n_neighbors_ = n - 1
@@ -184,7 +218,7 @@ class TAC(ClusterMixin, BaseEstimator):
         )
 
         self.training_config_ = HeadTrainingConfig.for_clusters(
-            self.n_clusters,
+            self.n_clusters_,
             epochs=params.epochs,
             batch_size=params.batch_size,
             tau=params.tau,
@@ -200,7 +234,7 @@ class TAC(ClusterMixin, BaseEstimator):
             self.counterparts_,
             self.knn_image_,
             self.knn_text_,
-            self.n_clusters,
+            self.n_clusters_,
             self.training_config_,
             seed=params.seed,
             device=dev,
@@ -265,7 +299,7 @@ class TAC(ClusterMixin, BaseEstimator):
         return no_train_baseline(
             images,
             self.transform_counterparts(images),
-            self.n_clusters,
+            self.n_clusters_,
             seed=self.seed,
             n_iter=self.kmeans_iter,
             n_restarts=self.baseline_restarts,
