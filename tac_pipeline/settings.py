@@ -1,7 +1,8 @@
 """Per-dataset settings from ``data/drops/<key>/dataset.toml``.
 
 ```toml
-n_clusters = 10          # defaults to the number of label folders when the drop has them
+n_clusters = 10          # defaults to the number of label folders when the drop has them; "auto": chosen
+n_clusters_range = [2, 40]   # with "auto" only: the K tried (default 2 to min(100, N / 10))
 seed = 0                 # drives k-means, the baseline and the head training
 resize = 256             # short side before the model's centre crop (default: the crop size, 224)
 
@@ -24,11 +25,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from tac_pipeline.tac.params import TacParams, optional_field
+from tac_pipeline.tac.params import AUTO_K_MAX, AUTO_K_MIN, TacParams, auto_k_range, optional_field
 
 _FOLDER_NAME = re.compile(r"^[^/\\\x00]+$")
 
@@ -107,7 +108,16 @@ class ImageSourceSettings(BaseModel):
 class DatasetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    n_clusters: int | None = Field(default=None, ge=2, le=100_000, description="Number of clusters K.")
+    n_clusters: int | Literal["auto"] | None = Field(
+        default=None,
+        description='Number of clusters K (2 to 100,000), or "auto" to choose it (None: the number of label '
+        "folders).",
+    )
+    n_clusters_range: list[int] | None = Field(
+        default=None,
+        description=f'With n_clusters = "auto": [low, high], the K tried (None: {AUTO_K_MIN} to '
+        f"min({AUTO_K_MAX}, N / 10)).",
+    )
     seed: int = TacParams.model_fields["seed"]
     resize: int | None = Field(
         default=None,
@@ -120,6 +130,34 @@ class DatasetSettings(BaseModel):
         default=None, description="Images kept outside the drop folder (None: the drop's own files)."
     )
     tac: TacOverrides = Field(default_factory=TacOverrides)
+
+    @field_validator("n_clusters", mode="before")
+    @classmethod
+    def _integer_or_auto(cls, value: Any) -> Any:
+        if value is None or value == "auto" and isinstance(value, str):
+            return value
+        if isinstance(value, str):
+            hint = '; write it in lower case: n_clusters = "auto"' if value.strip().lower() == "auto" else ""
+            raise ValueError(f'must be an integer or "auto"{hint}')
+        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 100_000:
+            raise ValueError('must be an integer from 2 to 100000, or "auto" to choose K')
+        return value
+
+    @field_validator("n_clusters_range", mode="before")
+    @classmethod
+    def _two_increasing_integers(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        n_clusters = info.data.get("n_clusters")
+        if n_clusters != "auto":
+            raise ValueError(
+                f'is only used with n_clusters = "auto" (n_clusters is {n_clusters!r}): set n_clusters = "auto" '
+                "or remove n_clusters_range"
+            )
+        try:
+            return list(auto_k_range(2**62, value))  # the form only; the images are counted at run time
+        except ValueError as exc:
+            raise ValueError(f"{exc}, e.g. n_clusters_range = [2, 40]") from None
 
 
 class DatasetSettingsError(ValueError):
@@ -211,13 +249,31 @@ def resolve_params(
     return ResolvedParams(TacParams(**values), sources)
 
 
-def resolve_n_clusters(settings: DatasetSettings, label_names: list[str] | None, drop_dir: str | Path) -> int:
-    """K from ``dataset.toml``, else the number of label folders, else a clear error."""
+AUTO = "auto"
+
+
+def resolve_n_clusters(
+    settings: DatasetSettings, label_names: list[str] | None, drop_dir: str | Path
+) -> int | Literal["auto"]:
+    """K from ``dataset.toml`` (an integer or ``"auto"``), else the number of label folders, else a clear error."""
     if settings.n_clusters is not None:
         return settings.n_clusters
     if label_names and len(label_names) >= 2:
         return len(label_names)
     raise DatasetSettingsError(
-        f"{Path(drop_dir) / 'dataset.toml'}: set n_clusters (e.g. 'n_clusters = 10'); the drop has "
+        f"{Path(drop_dir) / 'dataset.toml'}: set n_clusters: 'n_clusters = \"auto\"' to let TAC choose K "
+        f"(optionally with 'n_clusters_range = [2, 40]'), or a number such as 'n_clusters = 10'; the drop has "
         f"{'one label folder' if label_names else 'no label folders'} to count clusters from"
     )
+
+
+def resolve_k_range(settings: DatasetSettings, n_images: int, drop_dir: str | Path) -> tuple[int, int]:
+    """The K range ``n_clusters = "auto"`` sweeps for ``n_images`` fitting images (errors name the file)."""
+    try:
+        return auto_k_range(n_images, settings.n_clusters_range)
+    except ValueError as exc:
+        field = "n_clusters_range" if settings.n_clusters_range is not None else "n_clusters"
+        raise DatasetSettingsError(
+            f"{Path(drop_dir) / 'dataset.toml'}: field '{field}': {exc} "
+            "(set n_clusters_range = [low, high] within the images, or a number n_clusters = K)"
+        ) from None

@@ -23,7 +23,14 @@ from tac_pipeline.assets.run_settings import pinned_dataset_settings, step_param
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.resources.compute import gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
-from tac_pipeline.settings import DATASET_TOML, DatasetSettings, ResolvedParams, resolve_n_clusters
+from tac_pipeline.settings import (
+    AUTO,
+    DATASET_TOML,
+    DatasetSettings,
+    ResolvedParams,
+    resolve_k_range,
+    resolve_n_clusters,
+)
 from tac_pipeline.tables import column_matrix
 from tac_pipeline.tac.params import TacParams
 
@@ -85,8 +92,13 @@ class DatasetRun:
     key: str
     settings: DatasetSettings  # dataset.toml as this run read it at its start
     resolved: ResolvedParams  # this step's TAC settings and where each came from
-    n_clusters: int | None = None  # None for the stages that do not need K
+    n_clusters: int | None = None  # None for the stages that do not need K, and before "auto" chose it
     n_clusters_from: str = ""
+    k_range: tuple[int, int] | None = None  # with n_clusters = "auto": the K the choice tries
+
+    @property
+    def auto(self) -> bool:
+        return self.k_range is not None
 
     @property
     def params(self) -> TacParams:
@@ -105,9 +117,28 @@ class DatasetRun:
         for name, value in applied.items():
             if used[name]["value"] is None:
                 used[name]["value"] = value
-        if self.n_clusters is not None:
-            used = {"n_clusters": {"value": self.n_clusters, "from": self.n_clusters_from}, **used}
+        if self.n_clusters is not None or self.auto:
+            k = AUTO if self.n_clusters is None else self.n_clusters
+            used = {"n_clusters": {"value": k, "from": self.n_clusters_from}, **used}
         return {"settings": MetadataValue.json(used)}
+
+
+#: Schema metadata of the tables that carry the K of their clustering (``counterparts``, ``cluster_labels``).
+K_KEY, K_FROM_KEY = b"tac_pipeline.n_clusters", b"tac_pipeline.n_clusters_from"
+
+
+def with_n_clusters(table: pa.Table, n_clusters: int, source: str) -> pa.Table:
+    """``table`` carrying K and where it came from in its schema metadata (kept by the Parquet store)."""
+    extra = {K_KEY: str(n_clusters).encode(), K_FROM_KEY: source.encode()}
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+
+
+def n_clusters_of(table: pa.Table) -> tuple[int, str] | None:
+    """The K (and its source) a table was computed with, from :func:`with_n_clusters`; None if absent."""
+    meta = table.schema.metadata or {}
+    if K_KEY not in meta:
+        return None
+    return int(meta[K_KEY]), meta.get(K_FROM_KEY, b"").decode()
 
 
 def dataset_run(
@@ -115,14 +146,33 @@ def dataset_run(
     tac_data: TacDataResource,
     images: pa.Table | None = None,
     config: Config | None = None,
+    chosen_in: pa.Table | None = None,
 ) -> DatasetRun:
-    """The run's pinned settings, this step's ``config`` applied, and K when ``images`` are given."""
+    """The run's pinned settings, this step's ``config`` applied, and K when ``images`` are given.
+
+    With ``n_clusters = "auto"`` K is the one chosen upstream (``counterparts`` chooses it and records it in its
+    table): ``chosen_in`` is a table carrying it; without one, ``n_clusters`` is None and ``k_range`` is set.
+    """
     key = context.partition_key
     settings = pinned_dataset_settings(context, tac_data)
     resolved = step_params(context, settings, config)
     if images is None:
         return DatasetRun(key=key, settings=settings, resolved=resolved)
     k = resolve_n_clusters(settings, label_names(images), tac_data.drop_dir(key))
+    if k == AUTO:
+        k_range = resolve_k_range(settings, len(fit_indices(images)), tac_data.drop_dir(key))
+        chosen = n_clusters_of(chosen_in) if chosen_in is not None else None
+        if chosen_in is not None and chosen is None:
+            raise ValueError(
+                f"dataset '{key}' has n_clusters = \"auto\" but its counterparts were computed without choosing "
+                "K (before the setting was made): materialize counterparts again, or set n_clusters = K"
+            )
+        k, source = (
+            chosen
+            if chosen is not None
+            else (None, f"auto: not chosen yet (K in {k_range[0]}..{k_range[1]})")
+        )
+        return DatasetRun(key, settings, resolved, n_clusters=k, n_clusters_from=source, k_range=k_range)
     if k >= images.num_rows:
         raise ValueError(
             f"dataset '{key}' asks for {k} clusters but has only {images.num_rows} images: "

@@ -134,6 +134,22 @@ def center_sizes_figure(sizes: Sequence[int]) -> Figure:
     return fig
 
 
+def k_scores_figure(ks: Sequence[int], scores: Sequence[float], chosen: int) -> Figure:
+    """The choice of K: the criterion's score for every K tried, the chosen one marked."""
+    ks, scores = np.asarray(ks, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+    fig = _new_figure(5, 2.4)
+    ax = fig.add_subplot()
+    ax.plot(ks, scores, marker="o", markersize=2.5, linewidth=1.2, color="#4c72b0")
+    best = scores[ks == chosen]
+    ax.axvline(chosen, color="#c44e52", linestyle="--", linewidth=1)
+    ax.plot([chosen], best, marker="o", markersize=6, color="#c44e52", label=f"chosen K = {chosen}")
+    ax.set_xlabel("K (clusters)")
+    ax.set_ylabel("silhouette of the counterparts")
+    ax.set_title("Choosing K: score of every K tried", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
 def history_from_heads_table(table: pa.Table) -> dict[str, np.ndarray]:
     """The ``history.*`` rows of ``trained_heads`` as ``{loss name: per-epoch values}``."""
     return {

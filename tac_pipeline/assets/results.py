@@ -18,8 +18,10 @@ from tac_pipeline.assets.common import (
     dataset_asset,
     dataset_run,
     embeddings,
+    n_clusters_of,
     previous_output,
     report_indices,
+    with_n_clusters,
 )
 from tac_pipeline.assets.training import heads_from_table
 from tac_pipeline.resources.compute import ComputeDeviceResource
@@ -43,11 +45,12 @@ def cluster_labels(
     tac_data: TacDataResource,
     io_manager: ResourceParam[StoreIOManager],
 ):
+    run = dataset_run(context, tac_data, image_embeddings, chosen_in=counterparts)
     image_head, text_head, _ = heads_from_table(trained_heads)
     with compute_device.acquire(context.log) as device:
         p = tac.predict_proba(image_head, embeddings(image_embeddings), device=device)
         q = tac.predict_proba(text_head, column_matrix(counterparts, "counterpart"), device=device)
-        kmeans = _kmeans_baseline(context, image_embeddings, tac_data, n_clusters=p.shape[1], device=device)
+        kmeans = _kmeans_baseline(image_embeddings, run.seed, n_clusters=p.shape[1], device=device)
     n_clusters = p.shape[1]
     labels = {
         "cluster": p.argmax(axis=1),
@@ -58,7 +61,7 @@ def cluster_labels(
     }
     # Stable ids: each clustering is renumbered to agree best with this partition's previous one.
     previous = previous_output(context)
-    changed = {}
+    changed, turnover = {}, {}
     if previous is not None:
         image_ids = image_embeddings["image_id"].to_numpy(zero_copy_only=False)
         old_ids = previous["image_id"].to_numpy(zero_copy_only=False)
@@ -67,16 +70,32 @@ def cluster_labels(
             labels[column], _, changed[column] = tac.relabel_stably(
                 image_ids, labels[column], old_ids, previous[column].to_numpy(), n_clusters
             )
+        # K may differ from the previous clustering's (a grown drop with n_clusters = "auto"): count what
+        # matched, what is new and what is gone.
+        old_clusters = previous["cluster"].to_numpy()
+        # The previous K as recorded with its table (a table from before K was recorded: the ids it used).
+        old_k = (n_clusters_of(previous) or (int(old_clusters.max(initial=-1)) + 1, ""))[0]
+        turnover = tac.cluster_turnover(
+            image_ids, labels["cluster"], old_ids, old_clusters, n_clusters, old_k
+        )
     cluster = labels["cluster"]
     sizes = np.bincount(cluster, minlength=n_clusters)
     metadata = {
         "images": len(cluster),
         "n_clusters": n_clusters,
+        "n_clusters_from": run.n_clusters_from,
         "empty_clusters": int((sizes == 0).sum()),
         "cluster_sizes": MetadataValue.json({str(i): int(s) for i, s in enumerate(sizes)}),
         "image_text_head_agreement": round(float((cluster == labels["cluster_text"]).mean()), 4),
         "images_changed_cluster": changed.get("cluster", 0) if previous is not None else "first clustering",
     }
+    if turnover:
+        metadata |= {
+            "previous_n_clusters": turnover["previous_n_clusters"],
+            "clusters_matched": turnover["matched"],
+            "clusters_new": turnover["new"],
+            "clusters_gone": turnover["gone"],
+        }
     table = pa.table(
         {
             "image_id": image_embeddings["image_id"],
@@ -86,6 +105,7 @@ def cluster_labels(
             "confidence": pa.array(p.max(axis=1), type=pa.float32()),
         }
     )
+    table = with_n_clusters(table, n_clusters, run.n_clusters_from)
     # Names from the members' top nouns, the gallery and the 2-D map (figures where the IO manager keeps them).
     metadata |= figures.cluster_labels_metadata(
         table,
@@ -103,16 +123,15 @@ def cluster_labels(
     )
 
 
-def _kmeans_baseline(context, image_embeddings, tac_data, *, n_clusters, device) -> np.ndarray:
+def _kmeans_baseline(image_embeddings, seed, *, n_clusters, device) -> np.ndarray:
     """The k-means baseline's cluster of every image (docs/METHOD.md §9).
 
     Fitted on the reported rows (the test split when there is one, as the metrics are); every other row
     takes its nearest centre, so the column covers the whole table like the other clusterings.
     """
-    run = dataset_run(context, tac_data, image_embeddings)
     report, _ = report_indices(image_embeddings)
     x = embeddings(image_embeddings)
-    centers, fitted = tac.spherical_kmeans(x[report], n_clusters, seed=run.seed, device=device)
+    centers, fitted = tac.spherical_kmeans(x[report], n_clusters, seed=seed, device=device)
     kmeans = (x @ centers.T).argmax(axis=1)
     kmeans[report] = fitted
     return kmeans
@@ -129,7 +148,7 @@ def metrics(
     image_embeddings: pa.Table,
     tac_data: TacDataResource,
 ):
-    run = dataset_run(context, tac_data, image_embeddings)
+    run = dataset_run(context, tac_data, image_embeddings, chosen_in=cluster_labels)
     report, split_name = report_indices(image_embeddings)
     truth = cluster_labels["label"].to_numpy(zero_copy_only=False)[report]
     # Scores cover the reported images that carry a label; the others are counted and reported, never
@@ -175,6 +194,7 @@ def metrics(
             "labelled": labelled,
             "scored_images": len(scored),
             "unlabelled_images": unlabelled,
+            "n_clusters": run.n_clusters,
             "metrics": MetadataValue.md(metrics_markdown(table)),
             **run.settings_metadata(),
         },

@@ -1,5 +1,6 @@
 """Text stage: ``semantic_centers`` → ``text_space`` → ``counterparts`` (docs/METHOD.md §3–§5)."""
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -9,7 +10,15 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from tac_pipeline import tac
 from tac_pipeline.assets import figures
 from tac_pipeline.assets.checks import NOUN_FOR_EVERY_CENTER, nouns_per_center_check
-from tac_pipeline.assets.common import dataset_asset, dataset_run, embeddings, fit_indices, report_indices
+from tac_pipeline.assets.common import (
+    DatasetRun,
+    dataset_asset,
+    dataset_run,
+    embeddings,
+    fit_indices,
+    report_indices,
+    with_n_clusters,
+)
 from tac_pipeline.assets.nouns import dataset_nouns
 from tac_pipeline.encoders.byo import BYO_NOUNS
 from tac_pipeline.jobs import NOUN_ASSET
@@ -54,7 +63,9 @@ def semantic_centers(
     run = dataset_run(context, tac_data, image_embeddings, config)
     params = run.params
     fit = fit_indices(image_embeddings)
-    rule_count = tac.semantic_center_count(len(fit), run.n_clusters)
+    # With n_clusters = "auto" the centres are sized for the largest K the choice tries.
+    rule_k = run.k_range[1] if run.auto else run.n_clusters
+    rule_count = tac.semantic_center_count(len(fit), rule_k)
     n_centers = rule_count if params.n_centers is None else params.n_centers
     if n_centers > len(fit):
         raise ValueError(f"n_centers={n_centers} exceeds the {len(fit)} fitting images; lower it")
@@ -69,12 +80,14 @@ def semantic_centers(
         )
     sizes = np.bincount(assignment, minlength=n_centers)
     if n_centers == rule_count:
-        ratio, per = len(fit) / run.n_clusters, IMAGES_PER_CENTER
+        ratio, per = len(fit) / rule_k, IMAGES_PER_CENTER
         rule = (
             f"N/K = {ratio:.0f} < {per}, so k_c = 3·K = {rule_count}"
             if ratio < per
             else f"k_c = round(N/{per}) = round({len(fit)}/{per}) = {rule_count}"
         )
+        if run.auto:
+            rule = f"n_clusters = auto: K is taken as the range's upper end {rule_k}; {rule}"
     else:
         rule = f"set to {n_centers} by configuration (the spec's rule gives {rule_count})"
     context.add_output_metadata(
@@ -82,7 +95,7 @@ def semantic_centers(
             "n_centers": n_centers,
             "rule": rule,
             "fitting_images": len(fit),
-            "n_clusters": run.n_clusters,
+            "n_clusters": run.n_clusters if run.n_clusters is not None else "auto",
             "seed": run.seed,
             "size_min": int(sizes.min()),
             "size_median": float(np.median(sizes)),
@@ -201,6 +214,7 @@ def counterparts(
     text_space: pa.Table,
     tac_data: TacDataResource,
     compute_device: ComputeDeviceResource,
+    io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
     run = dataset_run(context, tac_data, image_embeddings, config)
     params = run.params
@@ -217,6 +231,11 @@ def counterparts(
             device=device,
             return_top=True,
         )
+        choice = {}
+        if run.auto:  # K is chosen here, on the fitting images, and travels with this table
+            run, choice = _choose_k(
+                context, run, images, counterpart, fit_indices(image_embeddings), io_manager
+            )
         # Training-free TAC is fitted on the reported split (as the paper evaluates it) and extended to
         # the other rows by their nearest baseline centre, so every image gets a label.
         baseline_labels, baseline_centers = tac.no_train_baseline(
@@ -243,9 +262,10 @@ def counterparts(
                 "| noun | images |\n| --- | --- |\n" + "\n".join(f"| {n} | {c} |" for n, c in most_retrieved)
             ),
             **run.settings_metadata("retrieval_temperature", "kmeans_iter", "baseline_restarts"),
+            **choice,
         }
     )
-    return pa.table(
+    table = pa.table(
         {
             "image_id": image_embeddings["image_id"],
             "split": image_embeddings["split"],
@@ -255,3 +275,34 @@ def counterparts(
             "counterpart": embedding_array(counterpart),
         }
     )
+    return with_n_clusters(table, run.n_clusters, run.n_clusters_from)
+
+
+def _choose_k(context, run: DatasetRun, images, counterpart, fit, io_manager) -> tuple[DatasetRun, dict]:
+    """``n_clusters = "auto"``: sweep K over the run's range on the fitting images; the run with K, and the
+    metadata showing why (the score curve, the chosen K, how to pin it)."""
+    sweep = tac.choose_n_clusters(images[fit], counterpart[fit], run.k_range, seed=run.seed)
+    low, high = run.k_range
+    source = f"auto: best counterpart silhouette for K in {low}..{high}"
+    context.log.info(f"n_clusters = auto: chose K = {sweep.chosen} ({source}, {sweep.seconds:.1f} s)")
+    pin = (
+        f"Chosen K = **{sweep.chosen}** (best silhouette {sweep.scores.max():.3f} of the text counterparts over "
+        f"K = {low}..{high}, on {sweep.n_samples} fitting images). To pin it, write `n_clusters = "
+        f"{sweep.chosen}` in the drop's dataset.toml; to search elsewhere, `n_clusters_range = [low, high]`."
+    )
+    metadata = {
+        "n_clusters": sweep.chosen,
+        "n_clusters_chosen": MetadataValue.md(pin),
+        "n_clusters_range": MetadataValue.json([low, high]),
+        "n_clusters_scores": MetadataValue.json({str(k): round(v, 4) for k, v in sweep.as_dict().items()}),
+        "n_clusters_sweep_seconds": round(sweep.seconds, 2),
+        **figures.publish_figure(
+            figures.k_scores_figure(sweep.ks, sweep.scores, sweep.chosen),
+            store=io_manager,
+            asset="counterparts",
+            partition=context.partition_key,
+            name="n_clusters_scores_plot",
+            title="score of every K tried",
+        ),
+    }
+    return dataclasses.replace(run, n_clusters=sweep.chosen, n_clusters_from=source), metadata

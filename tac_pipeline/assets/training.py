@@ -173,7 +173,7 @@ def trained_heads(
     compute_device: ComputeDeviceResource,
     io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
-    run = dataset_run(context, tac_data, image_embeddings, config)
+    run = dataset_run(context, tac_data, image_embeddings, config, chosen_in=counterparts)
     fit = knn_graphs["fit_index"].to_numpy()
     applied = run.params.head_training(run.n_clusters)
     training = tac.HeadTrainingConfig(**applied)
@@ -220,6 +220,7 @@ def trained_heads(
     context.add_output_metadata(
         {
             "n_clusters": run.n_clusters,
+            "n_clusters_from": run.n_clusters_from,
             "epochs": training.epochs,
             "batch_size": history.batch_size,
             "steps_per_epoch": history.steps_per_epoch,

@@ -32,7 +32,8 @@ _HOMES = {
     ),
     **dict.fromkeys(["cluster_metrics", "clustering_accuracy"], "metrics"),
     **dict.fromkeys(["DEFAULTS", "TacParams"], "params"),
-    **dict.fromkeys(["match_cluster_ids", "relabel_stably"], "stability"),
+    **dict.fromkeys(["cluster_turnover", "match_cluster_ids", "relabel_stably"], "stability"),
+    **dict.fromkeys(["KSweep", "choose_n_clusters"], "choose_k"),
     **dict.fromkeys(
         [
             "TextSpace",

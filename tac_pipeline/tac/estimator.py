@@ -7,10 +7,14 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+from pydantic import ValidationError
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
 
+from .choose_k import KSweep, choose_n_clusters
 from .device import ArrayLike, DeviceLike, resolve_device, to_numpy
 from .heads import ClusterHead, HeadTrainingConfig, TrainingHistory, predict_proba, train_heads
-from .params import DEFAULTS
+from .params import DEFAULTS, TacParams, auto_k_range
 from .text_space import (
     TextSpace,
     no_train_baseline,
@@ -22,19 +26,29 @@ from .validation import validate_embeddings
 from .vectors import Backend, knn_inner_product, spherical_kmeans
 
 Head = Literal["image", "text", "mean"]
+_BACKENDS = ("auto", "faiss", "torch")
 
 
-class TAC:
+class TAC(ClusterMixin, BaseEstimator):
     """Text-Aided Clustering (Li et al., ICML 2024) with every default of the spec.
 
     The keyword arguments are the fields of :class:`~tac_pipeline.tac.params.TacParams`, which holds their
     defaults and ranges: ``TAC(n_clusters, **params.model_dump())``.
 
+    A scikit-learn estimator: ``__init__`` only stores the parameters, ``fit`` checks them (a bad one raises
+    ``ValueError`` naming it) and ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work. Predicting
+    before ``fit`` raises ``sklearn.exceptions.NotFittedError``.
+
     ``fit`` runs: semantic centres (spherical k-means on the images) -> text space (gamma nouns
     per centre) -> counterparts (soft retrieval) -> kNN in both spaces -> the two cluster heads.
 
     Args:
-        n_clusters: K, the number of clusters to find (>= 2, < number of fitting images).
+        n_clusters: K, the number of clusters to find (>= 2, < number of fitting images), or "auto": K is
+            chosen in ``n_clusters_range`` by :func:`~tac_pipeline.tac.choose_k.choose_n_clusters` (the cosine
+            silhouette of the text counterparts over the cuts of one Ward tree), then the heads are fitted
+            with it. The semantic centres are then sized for the range's upper end.
+        n_clusters_range: (low, high), inclusive, the K tried by "auto"; None: 2 to min(100, N // 10)
+            (:func:`~tac_pipeline.tac.params.auto_k_range`).
         seed: seeds k-means, head initialisation and sampling (deterministic on CPU).
         device: "auto" (CUDA when available), "cpu", "cuda", ... .
         gamma: nouns kept per semantic centre (5).
@@ -48,7 +62,8 @@ class TAC:
         backend: "auto" | "faiss" | "torch" for k-means and kNN.
         cuda_graph: replay the training step as a CUDA graph on CUDA (experimental).
 
-    Fitted attributes: ``device_``, ``n_features_in_``, ``n_centers_``, ``centers_`` (k_c, d),
+    Fitted attributes: ``n_clusters_`` (K used), ``n_clusters_scores_`` ({K: silhouette} of every K tried, or
+    None when K was given), ``k_sweep_`` (:class:`~tac_pipeline.tac.choose_k.KSweep` or None), ``labels_`` (N,) the image head's cluster of every fitting image, ``device_``, ``n_features_in_``, ``n_centers_``, ``centers_`` (k_c, d),
     ``center_labels_`` (N,), ``text_space_`` (:class:`TextSpace`), ``text_embeddings_`` (M, d),
     ``counterparts_`` (N, d), ``top_nouns_`` (N,) index into the text space of each image's
     nearest noun, ``n_neighbors_``, ``knn_image_`` / ``knn_text_`` (N, n_neighbors_),
@@ -57,8 +72,9 @@ class TAC:
 
     def __init__(
         self,
-        n_clusters: int,
+        n_clusters: int | Literal["auto"],
         *,
+        n_clusters_range: tuple[int, int] | None = None,
         seed: int = DEFAULTS.seed,
         device: DeviceLike = "auto",
         gamma: int = DEFAULTS.gamma,
@@ -76,11 +92,8 @@ class TAC:
         backend: Backend = "auto",
         cuda_graph: bool = False,
     ):
-        if not isinstance(n_clusters, int | np.integer) or n_clusters < 2:
-            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
-        if n_neighbors < 1:
-            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
-        self.n_clusters = int(n_clusters)
+        self.n_clusters = n_clusters
+        self.n_clusters_range = n_clusters_range
         self.seed = seed
         self.device = device
         self.gamma = gamma
@@ -99,6 +112,35 @@ class TAC:
         self.cuda_graph = cuda_graph
 
     # ---------------------------------------------------------------------------------------
+    def _validated_params(self) -> TacParams:
+        """The parameters checked against ``TacParams``'s ranges; ``ValueError`` names every bad one."""
+        k = self.n_clusters
+        if isinstance(k, str):
+            if k != "auto":
+                hint = " (did you mean 'auto'?)" if k.strip().lower() == "auto" else ""
+                raise ValueError(
+                    f"TAC parameter 'n_clusters' must be an integer >= 2 or 'auto', got {k!r}{hint}"
+                )
+        elif isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
+            raise ValueError(f"TAC parameter 'n_clusters' must be an integer >= 2 or 'auto', got {k!r}")
+        elif self.n_clusters_range is not None:
+            raise ValueError(
+                f"TAC parameter 'n_clusters_range' is only used with n_clusters='auto' (n_clusters is {k}); "
+                "leave it None or set n_clusters='auto'"
+            )
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"TAC parameter 'backend' must be one of {_BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"TAC parameter 'cuda_graph' must be True or False, got {self.cuda_graph!r}")
+        try:
+            return TacParams(**{name: getattr(self, name) for name in TacParams.model_fields})
+        except ValidationError as exc:
+            problems = [
+                f"TAC parameter '{'.'.join(map(str, e['loc']))}': {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors()
+            ]
+            raise ValueError("; ".join(problems)) from None
+
     def fit(
         self,
         image_embeddings: ArrayLike,
@@ -116,6 +158,7 @@ class TAC:
         Returns:
             self.
         """
+        params = self._validated_params()
         dev = resolve_device(self.device)
         # Host copies: the steps below move what they need to the device themselves.
         images = to_numpy(validate_embeddings(image_embeddings, "image embeddings"))
@@ -123,34 +166,50 @@ class TAC:
         n, d = images.shape
         if nouns.shape[1] != d:
             raise ValueError(f"noun embeddings are {nouns.shape[1]} wide but image embeddings are {d} wide")
-        if self.n_clusters >= n:
+        auto = self.n_clusters == "auto"
+        if auto:
+            try:
+                k_range = auto_k_range(n, self.n_clusters_range)
+            except ValueError as exc:
+                raise ValueError(f"TAC parameter 'n_clusters_range': {exc}") from None
+        elif self.n_clusters >= n:
             raise ValueError(f"n_clusters={self.n_clusters} must be smaller than the number of images ({n})")
 
         self.device_ = dev
         self.n_features_in_ = d
+        # With 'auto' the centres are sized for the largest K tried, so every K of the range has its nouns.
         self.n_centers_ = (
-            semantic_center_count(n, self.n_clusters) if self.n_centers is None else min(self.n_centers, n)
+            semantic_center_count(n, k_range[1] if auto else self.n_clusters)
+            if params.n_centers is None
+            else min(params.n_centers, n)
         )
         self.centers_, self.center_labels_ = spherical_kmeans(
             images,
             self.n_centers_,
-            n_iter=self.kmeans_iter,
-            n_restarts=self.kmeans_restarts,
-            seed=self.seed,
+            n_iter=params.kmeans_iter,
+            n_restarts=params.kmeans_restarts,
+            seed=params.seed,
             device=dev,
             backend=self.backend,
         )
-        self.text_space_: TextSpace = select_text_space(nouns, self.centers_, self.gamma, device=dev)
+        self.text_space_: TextSpace = select_text_space(nouns, self.centers_, params.gamma, device=dev)
         self.text_embeddings_ = nouns[self.text_space_.noun_indices]
         self.counterparts_, self.top_nouns_, _ = retrieve_counterparts(
-            images, self.text_embeddings_, self.retrieval_temperature, device=dev, return_top=True
+            images, self.text_embeddings_, params.retrieval_temperature, device=dev, return_top=True
         )
 
-        self.n_neighbors_ = self.n_neighbors
-        if self.n_neighbors >= n:
+        # K: given, or chosen from the counterparts (nothing above depends on K except the centre count).
+        self.k_sweep_: KSweep | None = (
+            choose_n_clusters(images, self.counterparts_, k_range, seed=params.seed) if auto else None
+        )
+        self.n_clusters_ = self.k_sweep_.chosen if auto else int(self.n_clusters)
+        self.n_clusters_scores_ = self.k_sweep_.as_dict() if auto else None
+
+        self.n_neighbors_ = params.n_neighbors
+        if params.n_neighbors >= n:
             self.n_neighbors_ = n - 1
             warnings.warn(
-                f"only {n} images: using {n - 1} nearest neighbours instead of {self.n_neighbors}",
+                f"only {n} images: using {n - 1} nearest neighbours instead of {params.n_neighbors}",
                 stacklevel=2,
             )
         self.knn_image_ = knn_inner_product(images, self.n_neighbors_, device=dev, backend=self.backend)
@@ -159,12 +218,12 @@ class TAC:
         )
 
         self.training_config_ = HeadTrainingConfig.for_clusters(
-            self.n_clusters,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            tau=self.tau,
-            lr=self.lr,
-            entropy_weight=self.entropy_weight,
+            self.n_clusters_,
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            tau=params.tau,
+            lr=params.lr,
+            entropy_weight=params.entropy_weight,
             cuda_graph=self.cuda_graph,
         )
         self.image_head_: ClusterHead
@@ -175,21 +234,22 @@ class TAC:
             self.counterparts_,
             self.knn_image_,
             self.knn_text_,
-            self.n_clusters,
+            self.n_clusters_,
             self.training_config_,
-            seed=self.seed,
+            seed=params.seed,
             device=dev,
             callback=callback,
         )
+        self.labels_ = predict_proba(self.image_head_, images).argmax(axis=1).astype(np.int64)
         return self
 
-    # ---------------------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "history_"):
-            raise RuntimeError("this TAC instance is not fitted yet; call fit() first")
+    def fit_predict(self, image_embeddings: ArrayLike, noun_embeddings: ArrayLike, **kwargs) -> np.ndarray:
+        """``fit`` then ``labels_``: the (N,) int64 image-head cluster of every fitting image."""
+        return self.fit(image_embeddings, noun_embeddings, **kwargs).labels_
 
+    # ---------------------------------------------------------------------------------------
     def _check_input(self, x: ArrayLike) -> np.ndarray:
-        self._check_fitted()
+        check_is_fitted(self, "history_")
         images = to_numpy(validate_embeddings(x, "image embeddings"))
         if images.shape[1] != self.n_features_in_:
             raise ValueError(f"expected {self.n_features_in_}-wide embeddings, got {images.shape[1]}")
@@ -239,7 +299,7 @@ class TAC:
         return no_train_baseline(
             images,
             self.transform_counterparts(images),
-            self.n_clusters,
+            self.n_clusters_,
             seed=self.seed,
             n_iter=self.kmeans_iter,
             n_restarts=self.baseline_restarts,

@@ -102,3 +102,53 @@ def optional_field(name: str) -> Any:
     default = DEFAULTS.model_dump()[name]
     description = field.description if default is None else f"{field.description} Default: {default}."
     return FieldInfo.merge_field_infos(field, default=None, description=description)
+
+
+# --- Choosing K ("n_clusters = 'auto'") -----------------------------------------------------------------------
+#: The smallest K an automatic choice tries.
+AUTO_K_MIN = 2
+#: The largest K an automatic choice tries by default, at most (also bounded by AUTO_K_IMAGES_PER_CLUSTER).
+AUTO_K_MAX = 100
+#: By default K is at most N / this many images, so a cluster averages at least 10 images.
+AUTO_K_IMAGES_PER_CLUSTER = 10
+#: The criterion is computed on at most this many fitting images (a seeded sample), whatever N is.
+AUTO_K_SAMPLES = 3000
+
+
+def auto_k_range(n_images: int, requested: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The K range an automatic choice sweeps for N fitting images: ``requested`` (inclusive), or by default
+    ``AUTO_K_MIN`` to ``min(AUTO_K_MAX, N // AUTO_K_IMAGES_PER_CLUSTER)``. The upper end is below N and at most
+    ``AUTO_K_SAMPLES // AUTO_K_IMAGES_PER_CLUSTER`` (300: the criterion scores a sample of that many images).
+
+    Raises ``ValueError`` when the range is malformed (not two integers, low < 2, low >= high) or when the
+    images are too few for it.
+    """
+    if requested is None:
+        low, high = AUTO_K_MIN, min(AUTO_K_MAX, n_images // AUTO_K_IMAGES_PER_CLUSTER)
+        if high <= low:
+            raise ValueError(
+                f"only {n_images} images: choosing K needs at least {AUTO_K_IMAGES_PER_CLUSTER * (low + 1)} by "
+                f"default; give a range explicitly or set the number of clusters"
+            )
+        return low, high
+    if (
+        not isinstance(requested, list | tuple)
+        or len(requested) != 2
+        or any(isinstance(x, bool) or not isinstance(x, int) for x in requested)
+    ):
+        raise ValueError(f"the K range must be two integers [low, high], got {requested!r}")
+    low, high = int(requested[0]), int(requested[1])
+    if low < AUTO_K_MIN:
+        raise ValueError(f"the K range must start at {AUTO_K_MIN} or more, got [{low}, {high}]")
+    if high <= low:
+        raise ValueError(f"the K range's upper end must exceed its lower end, got [{low}, {high}]")
+    if high > AUTO_K_SAMPLES // AUTO_K_IMAGES_PER_CLUSTER:
+        raise ValueError(
+            f"the K range's upper end can be at most {AUTO_K_SAMPLES // AUTO_K_IMAGES_PER_CLUSTER} (the criterion "
+            f"scores {AUTO_K_SAMPLES} images), got [{low}, {high}]"
+        )
+    if high >= n_images:
+        raise ValueError(
+            f"the K range [{low}, {high}] reaches the number of images ({n_images}); lower its end"
+        )
+    return low, high

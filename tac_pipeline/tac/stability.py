@@ -61,3 +61,35 @@ def relabel_stably(
     relabelled = mapping[new_labels]
     changed = int((relabelled[new_pos] != old_labels[old_pos]).sum())
     return relabelled, mapping, changed
+
+
+def cluster_turnover(
+    new_ids: np.ndarray,
+    stable_labels: np.ndarray,
+    old_ids: np.ndarray,
+    old_labels: np.ndarray,
+    n_clusters: int,
+    previous_n_clusters: int,
+) -> dict[str, int]:
+    """How a stably renumbered clustering (from :func:`relabel_stably`) relates to the previous one.
+
+    A new cluster is *matched* when it kept a previous id and shares images with that previous cluster;
+    the other new clusters are *new*, and the previous clusters no new cluster matched are *gone* (so
+    ``matched + new`` is the new K, ``n_clusters``, and ``matched + gone`` the previous one). Empty clusters
+    count: K is what was asked for, not what the heads happened to fill.
+
+    Returns:
+        ``{"previous_n_clusters", "matched", "new", "gone"}``.
+    """
+    new_ids = np.asarray(new_ids, dtype=object).astype(str)
+    old_ids = np.asarray(old_ids, dtype=object).astype(str)
+    stable_labels = np.asarray(stable_labels, dtype=np.int64)
+    old_labels = np.asarray(old_labels, dtype=np.int64)
+    _, new_pos, old_pos = np.intersect1d(new_ids, old_ids, return_indices=True)
+    kept = np.unique(stable_labels[new_pos][stable_labels[new_pos] == old_labels[old_pos]])
+    return {
+        "previous_n_clusters": int(previous_n_clusters),
+        "matched": int(kept.size),
+        "new": int(n_clusters - kept.size),
+        "gone": int(previous_n_clusters - kept.size),
+    }

@@ -152,6 +152,7 @@ def test_flat_unlabelled_drop_needs_n_clusters(data_dir):
             if e.is_step_failure
         )
         assert "n_clusters" in messages and "dataset.toml" in messages
+        assert 'n_clusters = \\"auto\\"' in messages  # the error suggests letting TAC choose K
         # image embeddings were written before the failing step and stay readable
         assert read_output(data_dir, "image_embeddings", "flat").num_rows == 24
 

@@ -5,6 +5,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from tac_pipeline.tac import TAC, TextSpace
 
@@ -83,10 +85,13 @@ def test_no_warning_with_enough_images(data):
         TAC(3, device="cpu", n_neighbors=10, **FAST).fit(v, nouns)
 
 
-@pytest.mark.parametrize("k", [1, 0, -2])
-def test_too_few_clusters(k):
-    with pytest.raises(ValueError, match="n_clusters must be an integer >= 2"):
-        TAC(k)
+@pytest.mark.parametrize("k", [1, 0, -2, 2.5, True])
+def test_too_few_clusters(k, data):
+    v, nouns, _ = data
+    model = TAC(k)  # stored as given: scikit-learn estimators check their parameters in fit
+    assert model.n_clusters is k
+    with pytest.raises(ValueError, match="'n_clusters' must be an integer >= 2"):
+        model.fit(v, nouns)
 
 
 def test_too_many_clusters(data):
@@ -113,9 +118,49 @@ def test_noun_width_mismatch(data):
         TAC(3, device="cpu").fit(v, nouns[:, :8])
 
 
-def test_not_fitted():
-    with pytest.raises(RuntimeError, match="not fitted"):
-        TAC(3).predict(np.ones((2, 4)))
+@pytest.mark.parametrize(
+    "method", ["predict", "predict_text", "predict_mean", "predict_proba", "transform_counterparts"]
+)
+def test_not_fitted(method):
+    with pytest.raises(NotFittedError, match="not fitted"):
+        getattr(TAC(3), method)(np.ones((2, 4), dtype=np.float32))
+
+
+def test_scikit_learn_protocol(fitted, data):
+    v, nouns, _ = data
+    params = fitted.get_params()
+    assert params["n_clusters"] == 3 and params["n_neighbors"] == 10 and params["epochs"] == 3
+    copy = clone(fitted)
+    assert copy.get_params() == params and not hasattr(copy, "labels_")
+    assert TAC(**params).get_params() == params  # get_params round-trips through the constructor
+    assert copy.set_params(gamma=2, n_clusters=4) is copy
+    assert (copy.gamma, copy.n_clusters, fitted.gamma) == (2, 4, 5)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        copy.set_params(gama=2)
+    # labels_ are the image head's clusters of the fitting images; fit_predict returns them.
+    np.testing.assert_array_equal(fitted.labels_, fitted.predict(v))
+    again = clone(fitted).fit_predict(v, nouns)
+    np.testing.assert_array_equal(again, fitted.labels_)
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "message"),
+    [
+        ("gamma", 0, "'gamma': Input should be greater than or equal to 1"),
+        ("n_neighbors", 0, "'n_neighbors': Input should be greater than or equal to 1"),
+        ("lr", float("nan"), "'lr'"),
+        ("epochs", 2.5, "'epochs'"),
+        ("tau", 1e-9, "'tau'"),
+        ("backend", "cuda", "'backend' must be one of"),
+        ("cuda_graph", "yes", "'cuda_graph' must be True or False"),
+    ],
+)
+def test_bad_parameters_are_rejected_at_fit_by_name(param, value, message, data):
+    v, nouns, _ = data
+    model = TAC(3, device="cpu", **{param: value})
+    assert getattr(model, param) is value or param == "lr"
+    with pytest.raises(ValueError, match=message):
+        model.fit(v, nouns)
 
 
 def test_duplicate_images(data):

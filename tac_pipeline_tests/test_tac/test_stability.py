@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tac_pipeline.tac import match_cluster_ids, relabel_stably
+from tac_pipeline.tac import cluster_turnover, match_cluster_ids, relabel_stably
 
 
 def test_a_pure_renumbering_is_undone():
@@ -45,3 +45,26 @@ def test_ids_stay_in_range_when_k_shrinks():
 def test_no_previous_images_in_common_gives_identity_numbering():
     mapping = match_cluster_ids(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 3)
     assert mapping.tolist() == [0, 1, 2]
+
+
+def test_turnover_counts_matched_new_and_gone_clusters():
+    old_ids, old = np.arange(9), np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    # Cluster 2 splits in two and a fourth cluster appears among added images: K goes from 3 to 5.
+    new_ids = np.arange(12)
+    new = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 4, 4, 4])
+    stable, _, _ = relabel_stably(new_ids, new, old_ids, old, 5)
+    assert cluster_turnover(new_ids, stable, old_ids, old, 5, 3) == {
+        "previous_n_clusters": 3,
+        "matched": 3,
+        "new": 2,
+        "gone": 0,
+    }
+    # K shrinks from 3 to 2: clusters 1 and 2 merge; one previous cluster is gone.
+    merged = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1])
+    stable, _, _ = relabel_stably(old_ids, merged, old_ids, old, 2)
+    assert cluster_turnover(old_ids, stable, old_ids, old, 2, 3) == {
+        "previous_n_clusters": 3,
+        "matched": 2,
+        "new": 0,
+        "gone": 1,
+    }
