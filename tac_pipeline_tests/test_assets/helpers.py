@@ -105,3 +105,12 @@ def byo_nouns(path, directions: np.ndarray, *, extra: int = 20, seed: int = 3) -
     pq.write_table(
         pa.table({"noun": [f"noun{i}" for i in range(len(vectors))], "embedding": vectors.tolist()}), path
     )
+
+
+def step_failure_messages(result) -> str:
+    """The error messages (and causes) of every failed step of a materialization, joined."""
+    return " ".join(
+        str(e.event_specific_data.error.message) + str(e.event_specific_data.error.cause or "")
+        for e in result.all_events
+        if e.is_step_failure
+    )

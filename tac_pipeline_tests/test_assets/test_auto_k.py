@@ -7,7 +7,12 @@ import pytest
 from dagster import AssetKey, instance_for_test
 
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
-from tac_pipeline_tests.test_assets.helpers import materialize_dataset, materialize_nouns, read_output
+from tac_pipeline_tests.test_assets.helpers import (
+    materialize_dataset,
+    materialize_nouns,
+    read_output,
+    step_failure_messages,
+)
 
 
 def metadata_of(instance, asset: str) -> dict:
@@ -83,11 +88,7 @@ def test_bad_auto_settings_fail_naming_the_file_the_field_and_the_fix(data_dir, 
     with instance_for_test() as instance:
         failed = materialize_dataset(data_dir, instance, "bad", raise_on_error=False)
     assert not failed.success
-    messages = " ".join(
-        str(e.event_specific_data.error.message) + str(e.event_specific_data.error.cause or "")
-        for e in failed.all_events
-        if e.is_step_failure
-    )
+    messages = step_failure_messages(failed)
     assert message in messages and str(drop / "dataset.toml") in messages
     field = "n_clusters_range" if "range" in toml and "Auto" not in toml else "n_clusters"
     assert f"field '{field}'" in messages

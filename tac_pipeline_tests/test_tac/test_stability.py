@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tac_pipeline.tac import cluster_turnover, match_cluster_ids, relabel_stably
 
@@ -47,24 +48,22 @@ def test_no_previous_images_in_common_gives_identity_numbering():
     assert mapping.tolist() == [0, 1, 2]
 
 
-def test_turnover_counts_matched_new_and_gone_clusters():
+@pytest.mark.parametrize(
+    ("new_ids", "new", "k", "expected"),
+    [
+        # Cluster 2 splits in two and a fourth cluster appears among added images: K goes from 3 to 5.
+        (np.arange(12), [0, 0, 0, 1, 1, 1, 2, 2, 3, 4, 4, 4], 5, (3, 2, 0)),
+        # K shrinks from 3 to 2: clusters 1 and 2 merge; one previous cluster is gone.
+        (np.arange(9), [0, 0, 0, 1, 1, 1, 1, 1, 1], 2, (2, 0, 1)),
+    ],
+)
+def test_turnover_counts_matched_new_and_gone_clusters(new_ids, new, k, expected):
     old_ids, old = np.arange(9), np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    # Cluster 2 splits in two and a fourth cluster appears among added images: K goes from 3 to 5.
-    new_ids = np.arange(12)
-    new = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 4, 4, 4])
-    stable, _, _ = relabel_stably(new_ids, new, old_ids, old, 5)
-    assert cluster_turnover(new_ids, stable, old_ids, old, 5, 3) == {
+    stable, _, _ = relabel_stably(new_ids, np.array(new), old_ids, old, k)
+    matched, added, gone = expected
+    assert cluster_turnover(new_ids, stable, old_ids, old, k, 3) == {
         "previous_n_clusters": 3,
-        "matched": 3,
-        "new": 2,
-        "gone": 0,
-    }
-    # K shrinks from 3 to 2: clusters 1 and 2 merge; one previous cluster is gone.
-    merged = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1])
-    stable, _, _ = relabel_stably(old_ids, merged, old_ids, old, 2)
-    assert cluster_turnover(old_ids, stable, old_ids, old, 2, 3) == {
-        "previous_n_clusters": 3,
-        "matched": 2,
-        "new": 0,
-        "gone": 1,
+        "matched": matched,
+        "new": added,
+        "gone": gone,
     }
