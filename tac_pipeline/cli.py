@@ -83,8 +83,8 @@ def _materialize(
 
 def _needs_noun_run(instance, env: dict[str, str], dataset: str, drop: Path) -> bool:
     """True when the drop takes the shared noun embeddings and those are missing or made by another encoder."""
-    from tac_pipeline.assets.embeddings import noun_code_version
     from tac_pipeline.encoders.wordnet import vocabulary_from_env
+    from tac_pipeline.jobs import noun_code_version
     from tac_pipeline.nouns import waiting_for_shared_nouns
     from tac_pipeline.resources.compute import encoder_from_env
 
@@ -128,7 +128,11 @@ def cluster(
     if not drop.is_dir():
         raise ClusterError(f"no drop folder {drop}: put images in {drop}/<class>/ first")
     env = _encoder_env(model, pretrained)
-    instance = _instance()
+    with _instance() as instance:  # disposed before the command exits
+        return _cluster(instance, dataset, drop, env, max_nouns)
+
+
+def _cluster(instance, dataset: str, drop: Path, env: dict[str, str], max_nouns: int | None) -> str:
     from tac_pipeline.runs import mark_dead_runs_failed, missing_partition_limit, partition_turn
 
     mark_dead_runs_failed(instance, say=lambda message: print(message, file=sys.stderr))
@@ -157,7 +161,7 @@ def cluster(
                     print(f"\n{summary}", file=sys.stderr)
     except Stopped as stopped:  # every process of the run is gone: nothing is written after this
         raise ClusterError(f"{stopped}; {stopped.outcome}") from None
-    from tac_pipeline.assets.results import metrics_markdown
+    from tac_pipeline.messages import metrics_markdown
 
     return metrics_markdown(_stored_metrics(instance, dataset))
 
@@ -233,7 +237,8 @@ def reproduce(
     except ClusterError as exc:
         print(f"\nclustering failed:\n{exc}", file=sys.stderr)
         return 1
-    metrics = _stored_metrics(_instance(), dataset.name)
+    with _instance() as instance:
+        metrics = _stored_metrics(instance, dataset.name)
     smoke = (model or os.environ.get("TAC_CLIP_MODEL", "")) == "tac-tiny" or (
         pretrained or ""
     ).lower() == "none"

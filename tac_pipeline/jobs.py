@@ -1,4 +1,4 @@
-"""The graph's asset keys and the jobs over them, defined once.
+"""The graph's asset keys, the embedding assets' code versions and the jobs over them, defined once.
 
 Nothing here imports an asset module (nor torch): the sensor, the schedule and the CLI name assets through
 these keys, and the asset modules are free to import anything Dagster-free (:mod:`tac_pipeline.drops`).
@@ -9,6 +9,8 @@ defines and that importing the automation pulls in no asset module.
 from __future__ import annotations
 
 from dagster import AssetKey, AssetSelection, define_asset_job
+
+from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
 
 ASSET_NAMES = (
     "image_embeddings",
@@ -29,6 +31,20 @@ DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 NOUN_ASSET_KEY = AssetKey(NOUN_ASSET)
 IMAGE_ASSET_KEY = AssetKey(IMAGE_ASSET)
 DATASET_ASSET_KEYS = tuple(AssetKey(name) for name in DATASET_ASSETS)
+
+#: Bump when the embedding assets' computation changes; the encoder identity is appended at definition time.
+CODE_VERSION = "1"
+
+
+def embedding_code_version(encoder_identity: str) -> str:
+    """The code version of both embedding assets: changing the encoder makes them (only them) stale."""
+    return f"{CODE_VERSION}+{encoder_identity}"
+
+
+def noun_code_version(encoder_identity: str, vocabulary: str = DEFAULT_VOCABULARY) -> str:
+    """The code version of ``wordnet_noun_embeddings``: the encoder and the noun vocabulary it embeds."""
+    return f"{embedding_code_version(encoder_identity)}+nouns-{check_vocabulary(vocabulary)}"
+
 
 #: One dataset partition, end to end (the shared noun embeddings must exist unless the drop has its own).
 cluster_dataset_job = define_asset_job(

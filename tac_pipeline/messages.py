@@ -1,4 +1,4 @@
-"""How error messages list many things: the first few, then how many more."""
+"""What messages print: lists cut to the first few, then how many more; the metrics as Markdown."""
 
 from __future__ import annotations
 
@@ -28,3 +28,17 @@ def more_row(total: int, shown: int, what: str = "", columns: int = 2) -> list[s
         return []
     label = f"{total - shown} more" + (f" {what}" if what else "")
     return ["| … | " + label + " |" + " |" * (columns - 2)]
+
+
+def metrics_markdown(table) -> str:
+    """The ``metrics`` table (pyarrow) as Markdown: the UI's metadata and what ``make cluster`` prints."""
+    lines = [
+        "| method | NMI | ACC | ARI | balance | images | split |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in table.to_pylist():
+        cells = ["–" if row[k] is None else f"{row[k]:.1f}" for k in ("nmi", "acc", "ari")]
+        lines.append(
+            f"| {row['method']} | {' | '.join(cells)} | {row['cluster_size_ratio']:.2f} | {row['n_images']} | {row['split']} |"
+        )
+    return "\n".join(lines)

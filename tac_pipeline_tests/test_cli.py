@@ -10,13 +10,22 @@ import numpy as np
 
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
 
+#: Runs the command as ``python -m tac_pipeline.cli`` does and prints, as it exits, which heavy libraries
+#: the command's own process loaded (its runs' processes do the computing).
+_CLI = (
+    "import atexit, runpy, sys\n"
+    "heavy = ('torch', 'faiss', 'sklearn', 'scipy', 'open_clip')\n"
+    "atexit.register(lambda: print('loaded:', sorted(m for m in heavy if m in sys.modules), file=sys.stderr))\n"
+    "runpy.run_module('tac_pipeline.cli', run_name='__main__', alter_sys=True)\n"
+)
+
 
 def _tiny_cluster(dataset: str, data_dir, home, **extra_env) -> subprocess.CompletedProcess:
     """``make cluster DATASET=<dataset> MODEL=tac-tiny`` with a 200-noun vocabulary, offline."""
     env = {**os.environ, "TAC_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     home.mkdir(exist_ok=True)
     return subprocess.run(
-        [sys.executable, "-m", "tac_pipeline.cli", "cluster", dataset, "--model", "tac-tiny", "--max-nouns", "200"],
+        [sys.executable, "-c", _CLI, "cluster", dataset, "--model", "tac-tiny", "--max-nouns", "200"],
         env={**env, **extra_env}, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
@@ -62,6 +71,9 @@ def test_cluster_lists_the_skipped_files_with_their_reasons(data_dir, tmp_path):
     _bad_files(drop / "train" / "red", 25)
     done = _tiny_cluster("messy", data_dir, tmp_path / "home", TAC_EXECUTOR="in_process")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # The command only starts runs and reads their results: no torch, faiss or OpenMP runtime of its own,
+    # whose threads could abort its exit after the work is done.
+    assert done.stderr.splitlines()[-1] == "loaded: []"
     assert "25 file(s) of 'messy' were skipped:" in done.stderr
     listed = [line for line in done.stderr.splitlines() if line.startswith("  train/red/broken_")]
     assert len(listed) == 20 and all(": " in line for line in listed)

@@ -21,26 +21,14 @@ from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
-from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY, check_vocabulary
+from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY
+from tac_pipeline.jobs import embedding_code_version, noun_code_version
 from tac_pipeline.messages import SHOWN_SKIPPED, listed_lines, more_row
 from tac_pipeline.paths import skipped_files_report
 from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.tables import column_matrix, embedding_array
 from tac_pipeline.tac.validation import row_norms
-
-#: Bump when the asset's computation changes; the encoder identity is appended at definition time.
-CODE_VERSION = "1"
-
-
-def embedding_code_version(encoder_identity: str) -> str:
-    """The code version of both embedding assets: changing the encoder makes them (only them) stale."""
-    return f"{CODE_VERSION}+{encoder_identity}"
-
-
-def noun_code_version(encoder_identity: str, vocabulary: str = DEFAULT_VOCABULARY) -> str:
-    """The code version of ``wordnet_noun_embeddings``: the encoder and the noun vocabulary it embeds."""
-    return f"{embedding_code_version(encoder_identity)}+nouns-{check_vocabulary(vocabulary)}"
 
 
 class NounEmbeddingsConfig(Config):

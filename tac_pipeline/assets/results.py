@@ -24,6 +24,7 @@ from tac_pipeline.assets.common import (
     with_n_clusters,
 )
 from tac_pipeline.assets.training import heads_from_table
+from tac_pipeline.messages import metrics_markdown
 from tac_pipeline.resources.compute import ComputeDeviceResource
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import StoreIOManager
@@ -200,17 +201,3 @@ def metrics(
         },
         check_results=[metrics_check(table, cluster_labels)],
     )
-
-
-def metrics_markdown(table: pa.Table) -> str:
-    """The metrics as a markdown table (also printed by ``make cluster``)."""
-    lines = [
-        "| method | NMI | ACC | ARI | balance | images | split |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in table.to_pylist():
-        cells = ["–" if row[k] is None else f"{row[k]:.1f}" for k in ("nmi", "acc", "ari")]
-        lines.append(
-            f"| {row['method']} | {' | '.join(cells)} | {row['cluster_size_ratio']:.2f} | {row['n_images']} | {row['split']} |"
-        )
-    return "\n".join(lines)

@@ -44,7 +44,6 @@ from tac_pipeline.assets.embeddings import (
     assemble_image_table,
     byo_table,
     embed_part,
-    embedding_code_version,
     previous_embeddings,
     resize_label,
 )
@@ -53,6 +52,7 @@ from tac_pipeline.assets.run_settings import pinned_dataset_settings
 from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import drop_manifest
 from tac_pipeline.encoders.images import DropListing, ImageRecord
+from tac_pipeline.jobs import embedding_code_version
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.paths import intermediate_dir, skipped_files_report
 from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
