@@ -15,13 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from tac_pipeline.demo_data import write_digits_drop
 from tac_pipeline.drops import InvalidDatasetKeyError, drop_path
 from tac_pipeline.jobs import DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.partitions import datasets_partitions
 from tac_pipeline.runs import Stopped, open_instance, run_child
+from tac_pipeline.tables import read_parquet
 
 
 class ClusterError(RuntimeError):
@@ -111,7 +110,7 @@ def skipped_summary(instance, dataset: str, since: float | None = None) -> str |
     if report is None or not report.exists():
         return None
     with report.open("rb") as handle:
-        rows = pq.read_table(handle).to_pylist()
+        rows = read_parquet(handle).to_pylist()
     if not rows:
         return None
     lines = [f"{len(rows)} file(s) of '{dataset}' were skipped:"]

@@ -1,9 +1,24 @@
-"""Arrow helpers shared by the assets and the IO manager: embeddings as fixed-size list<float32> columns."""
+"""Arrow helpers shared by the assets and the IO manager: embeddings as fixed-size list<float32> columns, and
+the one way the package reads Parquet."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def read_parquet(source, columns: list[str] | None = None) -> pa.Table:
+    """``pyarrow.parquet.read_table(source)`` (a path or a binary file object) decoded on the calling thread.
+
+    A process that decoded Parquet on Arrow's CPU thread pool intermittently aborts at interpreter exit,
+    after its work is done ("terminate called without an active exception", SIGABRT; apache/arrow#34314),
+    more often under load: a finished ``make cluster`` or run would then exit -6. Short processes reading one
+    table, six at a time on two cores, aborted 14 times in 90 with the pool and 0 in 90 without. Each step
+    reads its few inputs once: one thread costs little. ``tac_pipeline_tests/test_tables.py`` keeps every
+    read of the package here.
+    """
+    return pq.read_table(source, columns=columns, use_threads=False)
 
 
 def embedding_array(x: np.ndarray) -> pa.FixedSizeListArray:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -31,7 +30,7 @@ from tac_pipeline.settings import (
     resolve_k_range,
     resolve_n_clusters,
 )
-from tac_pipeline.tables import column_matrix
+from tac_pipeline.tables import column_matrix, read_parquet
 from tac_pipeline.tac.params import TacParams
 
 #: Each method scored by ``metrics`` and the ``cluster_labels`` column holding its labels.
@@ -217,7 +216,7 @@ def previous_output(
     if not path or not os.path.exists(path):
         return None
     try:
-        return pq.read_table(path)
+        return read_parquet(path)
     except (OSError, pa.ArrowException) as exc:  # an unreadable previous file only costs recomputation
         context.log.warning(f"cannot read the previous output {path} ({exc}); starting afresh")
         return None

@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import DagsterInstance, DataVersion, MetadataValue
 from upath import UPath
 
 from tac_pipeline.encoders.byo import read_byo_nouns
 from tac_pipeline.jobs import NOUN_ASSET
 from tac_pipeline.nouns import DROP_NOUNS, drop_nouns, latest_shared_nouns
-from tac_pipeline.tables import table_digest
+from tac_pipeline.tables import read_parquet, table_digest
 
 
 @dataclass
@@ -68,7 +67,7 @@ def dataset_nouns(instance: DagsterInstance, drop: Path, width: int) -> DatasetN
             "(noun, embedding) in the drop"
         )
     with UPath(path).open("rb") as handle:
-        table = pq.read_table(handle)
+        table = read_parquet(handle)
     materialization = record.asset_materialization
     shown = {
         name: getattr(materialization.metadata.get(name), "value", None) for name in ("model", "vocabulary")

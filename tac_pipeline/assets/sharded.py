@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetsDefinition,
     ConfigurableIOManagerFactory,
@@ -58,6 +57,7 @@ from tac_pipeline.paths import intermediate_dir, skipped_files_report
 from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource, gpu_step_tags
 from tac_pipeline.resources.data import TacDataResource
 from tac_pipeline.resources.io_manager import remove_tree
+from tac_pipeline.tables import read_parquet
 
 SHARD_IO_MANAGER = "shard_io_manager"
 #: Schema-metadata key of a :class:`ShardPlan` stored as Parquet.
@@ -160,7 +160,7 @@ class ShardHandoffIOManager(UPathIOManager):
                 f"{path} does not exist: re-execute the run's plan_image_shards step first"
             )
         with path.open("rb") as handle:
-            table = pq.read_table(handle)
+            table = read_parquet(handle)
         kinds = [key for key in _HANDOFF_TYPES if key.encode() in (table.schema.metadata or {})]
         if len(kinds) != 1:
             raise ValueError(f"{path} is not a shard plan or an embedded part written by this pipeline")

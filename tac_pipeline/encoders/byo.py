@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tac_pipeline.messages import listed
-from tac_pipeline.tables import column_matrix, embedding_array, is_vector_type
+from tac_pipeline.tables import column_matrix, embedding_array, is_vector_type, read_parquet
 
 BYO_EMBEDDINGS = "embeddings.parquet"
 BYO_NOUNS = "nouns.parquet"
@@ -28,7 +27,7 @@ class ByoEmbeddingsError(ValueError):
 
 def _read(path: Path, required: tuple[str, ...]) -> pa.Table:
     try:
-        table = pq.read_table(path)
+        table = read_parquet(path)
     except (OSError, pa.ArrowException) as exc:
         raise ByoEmbeddingsError(f"{path}: not a readable Parquet file ({exc})") from exc
     missing = [c for c in required if c not in table.column_names]

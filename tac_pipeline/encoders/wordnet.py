@@ -33,10 +33,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tac_pipeline.atomic import publish_folder, staging_folder, write_parquet_atomically
 from tac_pipeline.paths import cache_dir, data_root
+from tac_pipeline.tables import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _load_lemmas(data_dir, *, nltk_paths, system_dirs, download, download_timeou
     cache = cache_dir(data_dir) / CACHE_FILE
     if use_cache and cache.is_file():
         try:
-            table = pq.read_table(cache)
+            table = read_parquet(cache)
             if tuple(table.column_names) == VOCABULARY_COLUMNS and table.num_rows > 0:
                 return table.to_pandas()
         except (OSError, pa.ArrowException) as exc:  # a damaged cache is rebuilt, never trusted

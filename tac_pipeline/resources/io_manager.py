@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManagerFactory,
     InputContext,
@@ -31,7 +30,7 @@ from upath import UPath
 
 from tac_pipeline.atomic import write_parquet_atomically
 from tac_pipeline.drops import validate_dataset_key
-from tac_pipeline.tables import is_vector_type
+from tac_pipeline.tables import is_vector_type, read_parquet
 
 PREVIEW_ROWS = 5
 
@@ -100,7 +99,7 @@ class StoreIOManager(UPathIOManager):
                 "for this partition first"
             )
         with path.open("rb") as handle:
-            return pq.read_table(handle)
+            return read_parquet(handle)
 
     def get_metadata(self, context: OutputContext, obj: Any) -> dict[str, Any]:
         table = as_table(obj)
@@ -148,4 +147,4 @@ def read_stored_table(instance, asset: str, partition: str | None = None) -> pa.
             f"no stored {asset}{where}: materialize it first ({path or 'never materialized'})"
         )
     with path.open("rb") as handle:
-        return pq.read_table(handle)
+        return read_parquet(handle)

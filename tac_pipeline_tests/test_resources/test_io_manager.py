@@ -11,7 +11,6 @@ import pytest
 from dagster import AssetKey, asset, instance_for_test, materialize
 
 from tac_pipeline.atomic import write_parquet_atomically
-from tac_pipeline.resources import io_manager
 from tac_pipeline.resources.io_manager import ParquetIOManager
 from tac_pipeline.tables import column_matrix, embedding_array
 
@@ -29,7 +28,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         real_write(table.slice(0, 1), where, **kwargs)  # some bytes reach the disk...
         raise OSError("disk full")  # ...then the write dies
 
-    monkeypatch.setattr(io_manager.pq, "write_table", crash_half_way)
+    monkeypatch.setattr(pq, "write_table", crash_half_way)
     with pytest.raises(OSError, match="disk full"):
         write_parquet_atomically(_table(2.0), path)
     monkeypatch.undo()
@@ -58,7 +57,7 @@ def test_io_manager_round_trip_and_failed_run_keep_store_readable(tmp_path, monk
             raise OSError("killed during write")
 
         state["value"] = 5.0
-        monkeypatch.setattr(io_manager.pq, "write_table", crash)
+        monkeypatch.setattr(pq, "write_table", crash)
         result = materialize([vectors], resources=resources, instance=instance, raise_on_error=False)
         assert not result.success
         monkeypatch.undo()
