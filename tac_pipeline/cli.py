@@ -119,6 +119,18 @@ def skipped_summary(instance, dataset: str, since: float | None = None) -> str |
     return "\n".join(lines)
 
 
+def chosen_k_summary(instance, dataset: str, since: float | None = None) -> str | None:
+    """The K that ``n_clusters = "auto"`` chose in the last run of ``dataset``, why and how to pin it, as the
+    UI shows it on ``counterparts``; None when K was given (or that materialization predates ``since``)."""
+    from tac_pipeline.jobs import COUNTERPARTS_ASSET
+    from tac_pipeline.resources.io_manager import latest_metadata
+
+    chosen = (latest_metadata(instance, COUNTERPARTS_ASSET, dataset, since=since) or {}).get(
+        "n_clusters_chosen"
+    )
+    return chosen.value.replace("**", "") if chosen is not None else None
+
+
 def cluster(
     dataset: str, *, model: str | None = None, pretrained: str | None = None, max_nouns: int | None = None
 ) -> str:
@@ -162,7 +174,9 @@ def _cluster(instance, dataset: str, drop: Path, env: dict[str, str], max_nouns:
         raise ClusterError(f"{stopped}; {stopped.outcome}") from None
     from tac_pipeline.messages import metrics_markdown
 
-    return metrics_markdown(_stored_metrics(instance, dataset))
+    table = metrics_markdown(_stored_metrics(instance, dataset))
+    chosen = chosen_k_summary(instance, dataset, since=started)
+    return f"{table}\n\n{chosen}" if chosen else table
 
 
 def _check_encoder(model: str | None, pretrained: str | None) -> Exception | None:

@@ -25,6 +25,7 @@ ASSET_NAMES = (
 )
 NOUN_ASSET = "wordnet_noun_embeddings"
 IMAGE_ASSET = "image_embeddings"
+COUNTERPARTS_ASSET = "counterparts"  # where n_clusters = "auto" records the K it chose
 #: The assets partitioned by dataset: everything but the shared noun embeddings.
 DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 

@@ -120,12 +120,9 @@ class ParquetIOManager(ConfigurableIOManagerFactory):
         return StoreIOManager(base_path=UPath(self.base_dir))
 
 
-def stored_path(
-    instance, asset: str, partition: str | None = None, *, entry: str = "path", since: float | None = None
-) -> UPath | None:
-    """The file the latest materialization of ``asset`` (for ``partition``) recorded under the metadata
-    ``entry`` (``path``: the asset's table; ``skipped_report`` for ``image_embeddings``), or None (also when
-    that materialization is older than ``since``, a time stamp)."""
+def latest_metadata(instance, asset: str, partition: str | None = None, *, since: float | None = None):
+    """The metadata of the latest materialization of ``asset`` (for ``partition``), or None (also when that
+    materialization is older than ``since``, a time stamp)."""
     from dagster import AssetKey, AssetRecordsFilter
 
     records = instance.fetch_materializations(
@@ -134,7 +131,16 @@ def stored_path(
     ).records
     if not records or (since is not None and records[0].timestamp < since):
         return None
-    value = records[0].asset_materialization.metadata.get(entry)
+    return records[0].asset_materialization.metadata
+
+
+def stored_path(
+    instance, asset: str, partition: str | None = None, *, entry: str = "path", since: float | None = None
+) -> UPath | None:
+    """The file the latest materialization of ``asset`` (for ``partition``) recorded under the metadata
+    ``entry`` (``path``: the asset's table; ``skipped_report`` for ``image_embeddings``), or None (also when
+    that materialization is older than ``since``, a time stamp)."""
+    value = (latest_metadata(instance, asset, partition, since=since) or {}).get(entry)
     return UPath(value.value) if value is not None else None
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from dagster import AssetKey, instance_for_test
 
+from tac_pipeline.cli import chosen_k_summary
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
 from tac_pipeline_tests.test_assets.helpers import (
     materialize_dataset,
@@ -46,6 +47,9 @@ def test_auto_chooses_k_shows_the_curve_and_carries_it(data_dir):
         assert max(parts["n_clusters_scores"].values()) == parts["n_clusters_scores"][str(chosen)]
         assert "data:image/png;base64," in parts["n_clusters_scores_plot"]
         assert f"n_clusters = {chosen}" in parts["n_clusters_chosen"]  # how to pin it
+        shell = chosen_k_summary(instance, "holiday")  # what make cluster prints under the metrics
+        assert shell.startswith(f"Chosen K = {chosen} (best silhouette") and "**" not in shell
+        assert f"n_clusters = {chosen}" in shell
         centres = metadata_of(instance, "semantic_centers")
         assert centres["n_centers"] == 18 and "upper end 6" in centres["rule"]  # 3 x the range's upper end
 
