@@ -58,7 +58,7 @@ class RunStats:
 
 def prepare(work: Path, images: int) -> tuple[Path, Path]:
     """A data root (source images, WordNet cache) and a DAGSTER_HOME under ``work``."""
-    from tac_pipeline.demo_data import write_digits_drop
+    from tac_pipeline.drops.demo import write_digits_drop
     from tac_pipeline.encoders import wordnet
 
     root, home = work / "data", work / "dagster_home"
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from dagster import DagsterInstance
 
-    from tac_pipeline.assets import DATASET_ASSETS, NOUN_ASSET
-    from tac_pipeline.partitions import datasets_partitions
+    from tac_pipeline.defs.assets import DATASET_ASSETS, NOUN_ASSET
+    from tac_pipeline.defs.partitions import datasets_partitions
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from run import cli_materialize, link_tree

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tac_pipeline.drops import drop_manifest, watched_drop_manifest
+from tac_pipeline.drops.manifest import drop_manifest, watched_drop_manifest
 
 
 def generate(root: Path, n_files: int, n_folders: int) -> None:

@@ -321,7 +321,7 @@ def write_vocabulary_cache(frame, data_dir: Path) -> None:
     import pyarrow.parquet as pq
 
     from tac_pipeline.encoders.wordnet import CACHE_FILE
-    from tac_pipeline.paths import cache_dir
+    from tac_pipeline.store.layout import cache_dir
 
     path = cache_dir(data_dir) / CACHE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -641,13 +641,14 @@ def graph_in_process(b: Bench) -> list[Row]:
     """The real asset graph and its checks, materialized in this process as the tests' helpers do."""
     from dagster import DagsterInstance, materialize
 
-    from tac_pipeline.assets import build_assets
-    from tac_pipeline.assets.checks import build_asset_checks
-    from tac_pipeline.partitions import datasets_partitions
-    from tac_pipeline.paths import store_dir
-    from tac_pipeline.resources.compute import ClipEncoderResource, ComputeDeviceResource
-    from tac_pipeline.resources.data import TacDataResource
-    from tac_pipeline.resources.io_manager import ParquetIOManager
+    from tac_pipeline.defs.assets import build_assets
+    from tac_pipeline.defs.checks import build_asset_checks
+    from tac_pipeline.defs.partitions import datasets_partitions
+    from tac_pipeline.store.layout import store_dir
+    from tac_pipeline.defs.resources.encoder import ClipEncoderResource
+    from tac_pipeline.defs.resources.compute import ComputeDeviceResource
+    from tac_pipeline.defs.resources.data import TacDataResource
+    from tac_pipeline.defs.io_managers import ParquetIOManager
 
     root = b.work / "graph" / "data"
     cold_key, warm_key = prepare_data_root(b, root)
@@ -783,8 +784,8 @@ def bench_graph_cli(b: Bench) -> list[Row]:
         return [Row("graph-cli", "Dagster CLI", "skipped: dagster is not importable")]
     from dagster import DagsterInstance
 
-    from tac_pipeline.assets import ASSET_NAMES
-    from tac_pipeline.partitions import datasets_partitions
+    from tac_pipeline.defs.assets import ASSET_NAMES
+    from tac_pipeline.defs.partitions import datasets_partitions
 
     root, home = b.work / "graph_cli" / "data", b.work / "graph_cli" / "dagster_home"
     cold_key, warm_key = prepare_data_root(b, root)

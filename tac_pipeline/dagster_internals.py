@@ -2,8 +2,9 @@
 
 Dagster does not promise these across releases. ``tac_pipeline_tests/test_dagster_internals.py`` imports this
 module and checks the shape the code relies on, so that a Dagster upgrade that moves or changes one of them
-fails there, by name, rather than deep inside a Dask run. Only the Dask executor (:mod:`tac_pipeline.executors`)
-and the run launcher's health check (:mod:`tac_pipeline.runs`) import this module, and only when they run.
+fails there, by name, rather than deep inside a Dask run. Only the Dask executor
+(:mod:`tac_pipeline.defs.executors.dask_cluster`), the run launcher's health check (:mod:`tac_pipeline.runs.dead`)
+and the check of ``TAC_RECLUSTER_CRON`` (:mod:`tac_pipeline.config`) import this module, and only when they run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._utils import iterate_with_context
+from dagster._utils.schedules import is_valid_cron_string
 
 __all__ = [
     "CheckRunHealthResult",
@@ -22,5 +24,6 @@ __all__ = [
     "StepOutputHandle",
     "WorkerStatus",
     "iterate_with_context",
+    "is_valid_cron_string",
     "raise_execution_interrupts",
 ]

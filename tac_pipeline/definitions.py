@@ -1,115 +1,66 @@
-"""Everything Dagster loads for this project, composed in one place."""
+"""Everything Dagster loads for this project, composed from one configuration (:class:`~tac_pipeline.config.TacConfig`).
+
+The Dagster objects live in :mod:`tac_pipeline.defs`, one kind per module; this module only puts them together.
+``dagster dev -w workspace.yaml``, ``dg dev``, ``dg check defs`` and the forkserver all load :data:`defs`.
+"""
 
 from __future__ import annotations
 
 import os
 
-from dagster import Definitions, Enum, EnumValue, Field, multi_or_in_process_executor
+from dagster import Definitions
 
-from tac_pipeline.assets import build_assets
-from tac_pipeline.assets.checks import build_asset_checks
-from tac_pipeline.automation.sensors import build_drops_sensor, build_recluster_schedule
-from tac_pipeline.deployment import Deployment, deployment_from_env
-from tac_pipeline.encoders.wordnet import vocabulary_from_env
-from tac_pipeline.jobs import JOBS
-from tac_pipeline.paths import data_root, store_dir
-from tac_pipeline.resources.compute import (
-    GPU_TAG,
-    ClipEncoderResource,
-    ComputeDeviceResource,
-    encoder_from_env,
-    visible_gpu_count,
-)
-from tac_pipeline.resources.data import TacDataResource
-from tac_pipeline.resources.io_manager import ParquetIOManager
-
-#: How the steps of a run execute (run config ``execution: {config: {mode: ...}}``):
-#: ``forkserver`` (default): a process per step, forked from a server that imported :data:`FORKSERVER_PRELOAD`
-#: once per run; ``spawn``: a process per step, each a fresh Python (Dagster's default; every step pays the
-#: imports and the definitions load again); ``in_process``: every step in the run's own process, one after
-#: another (no process start at all, no isolation: a crashing step ends the run).
-EXECUTOR_MODES = ("forkserver", "spawn", "in_process")
-
-#: Imported once per run by the forkserver that every step process is forked from. None of them may touch
-#: CUDA at import: a process forked after CUDA is initialised cannot use the GPU ("Cannot re-initialize
-#: CUDA in forked subprocess"). Importing torch is fine; asking it for devices is not, so the executor
-#: counts GPUs when a run starts, never at import (tac_pipeline_tests/test_executor.py checks all of this).
-FORKSERVER_PRELOAD = ("dagster", "torch", "tac_pipeline.definitions")
-
-
-def _executor_config(mode: str, n_gpus: int | None) -> dict:
-    """``multi_or_in_process_executor`` config for a mode; counts the GPUs now unless ``n_gpus`` is given."""
-    if mode not in EXECUTOR_MODES:
-        raise ValueError(f"executor mode must be one of {', '.join(EXECUTOR_MODES)}, not {mode!r}")
-    if mode == "in_process":
-        return {"in_process": {}}
-    n_gpus = visible_gpu_count() if n_gpus is None else n_gpus
-    config: dict = {"tag_concurrency_limits": [{"key": GPU_TAG, "value": "true", "limit": max(1, n_gpus)}]}
-    if mode == "forkserver":
-        config["start_method"] = {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}
-    return {"multiprocess": config}
-
-
-def gpu_aware_executor(n_gpus: int | None = None, mode: str | None = None):
-    """Steps in separate processes; at most one ``tac/gpu`` step per visible GPU (one at a time on CPU).
-
-    ``mode`` (one of :data:`EXECUTOR_MODES`, default ``forkserver``) is the default of the run config's
-    ``execution: {config: {mode: ...}}``. The GPUs are counted when a run starts (in the run's process and
-    in its step processes), not when the definitions load, so that importing them never initialises CUDA:
-    the forkserver imports them.
-    """
-    if mode is not None and mode not in EXECUTOR_MODES:
-        raise ValueError(f"executor mode must be one of {', '.join(EXECUTOR_MODES)}, not {mode!r}")
-    default = mode or EXECUTOR_MODES[0]
-
-    def config_fn(config: dict) -> dict:
-        return _executor_config(config.get("mode") or default, n_gpus)
-
-    return multi_or_in_process_executor.configured(
-        config_fn,
-        name="gpu_aware_executor",
-        config_schema={
-            "mode": Field(
-                Enum("TacExecutorMode", [EnumValue(m) for m in EXECUTOR_MODES]),
-                is_required=False,
-                description=f"How steps run: {', '.join(EXECUTOR_MODES)} (default {default}).",
-            )
-        },
-        description="Steps in processes forked from a warm server (or spawned, or in process); at most one "
-        "tac/gpu step per visible GPU.",
-    )
+from tac_pipeline.config import Deployment, TacConfig
+from tac_pipeline.defs.assets import build_assets
+from tac_pipeline.defs.automation import build_drops_sensor, build_recluster_schedule
+from tac_pipeline.defs.checks import build_asset_checks
+from tac_pipeline.defs.executors.local import gpu_aware_executor
+from tac_pipeline.defs.io_managers import ParquetIOManager
+from tac_pipeline.defs.jobs import JOBS
+from tac_pipeline.defs.resources.compute import ComputeDeviceResource
+from tac_pipeline.defs.resources.data import TacDataResource
+from tac_pipeline.defs.resources.encoder import ClipEncoderResource, encoder_resource
+from tac_pipeline.store.layout import data_root, store_dir
 
 
 def build_definitions(
+    config: TacConfig | None = None,
+    *,
     data_dir: str | os.PathLike[str] | None = None,
     encoder: ClipEncoderResource | None = None,
     device: str | None = None,
     deployment: Deployment | None = None,
     noun_vocabulary: str | None = None,
 ) -> Definitions:
-    """The project's Definitions for a data root, encoder and deployment.
+    """The project's Definitions for ``config`` (default: :meth:`TacConfig.from_env`).
 
-    Defaults: ``$TAC_DATA_DIR``, ``$TAC_CLIP_*``, ``$TAC_DEVICE`` and :func:`deployment_from_env`
-    (``$TAC_EXECUTOR``, ``$TAC_DASK_*``, ``$TAC_EMBED_SHARDS``); ``$TAC_NOUN_VOCABULARY`` (``lemmas``).
+    The keyword arguments replace one part of the configuration (tests and embedding applications use them).
     """
-    encoder = encoder or encoder_from_env()
-    deployment = deployment or deployment_from_env()
-    noun_vocabulary = noun_vocabulary or vocabulary_from_env()
+    config = config or TacConfig.from_env()
+    data_dir = data_root(config.data_dir if data_dir is None else data_dir)
+    encoder = encoder or encoder_resource(config.encoder)
+    deployment = deployment or config.deployment
     assets = build_assets(
-        encoder.identity(), embed_shards=deployment.embed_shards, noun_vocabulary=noun_vocabulary
+        encoder.identity(),
+        embed_shards=deployment.embed_shards,
+        noun_vocabulary=noun_vocabulary or config.noun_vocabulary,
     )
     resources = {
         "io_manager": ParquetIOManager(base_dir=str(store_dir(data_dir))),
-        "tac_data": TacDataResource(data_dir=str(data_root(data_dir))),
+        "tac_data": TacDataResource(
+            data_dir=str(data_dir),
+            wordnet_dirs=[str(d) for d in config.wordnet_dirs],
+            nltk_data=[str(d) for d in config.nltk_data],
+        ),
         "clip_encoder": encoder,
-        "compute_device": ComputeDeviceResource(device=device or os.environ.get("TAC_DEVICE", "auto")),
+        "compute_device": ComputeDeviceResource(device=device or config.device),
     }
     if deployment.sharded:
-        from tac_pipeline.assets.sharded import SHARD_IO_MANAGER, shard_io_manager
+        from tac_pipeline.defs.assets.sharded import SHARD_IO_MANAGER, shard_io_manager
 
         resources[SHARD_IO_MANAGER] = shard_io_manager(data_dir)
     if deployment.executor == "dask":
-        from tac_pipeline.executors import dask_executor_for
+        from tac_pipeline.defs.executors.dask_cluster import dask_executor_for
 
         executor = dask_executor_for(deployment)
     else:
@@ -118,7 +69,7 @@ def build_definitions(
         assets=assets,
         asset_checks=build_asset_checks(assets),
         sensors=[build_drops_sensor()],
-        schedules=[build_recluster_schedule()],
+        schedules=[build_recluster_schedule(cron_schedule=config.recluster_cron)],
         jobs=list(JOBS),
         resources=resources,
         executor=executor,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tac_pipeline.reproduce import PAPER_DATASETS, SourceError, comparison_markdown, prepare_drop, sources
 from tac_pipeline.reproduce.catalog import IMAGENET10_WNIDS
-from tac_pipeline.settings import load_dataset_settings
+from tac_pipeline.drops.settings import load_dataset_settings
 from tac_pipeline_tests.conftest import toy_image
 
 
@@ -268,7 +268,7 @@ def test_a_batch_that_would_run_code_is_refused_without_running_it(tmp_path):
 
 
 def test_reproduce_without_a_dataset_lists_them(capsys):
-    from tac_pipeline.cli import main
+    from tac_pipeline.cli.commands import main
 
     assert main(["reproduce"]) == 0
     out = capsys.readouterr().out

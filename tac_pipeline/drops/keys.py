@@ -1,16 +1,14 @@
 """Dataset keys: one per folder in ``<data root>/drops/<key>/``, validated before they become paths.
 
+Nothing here knows the data root: :func:`tac_pipeline.store.layout.drop_path` turns a key into its folder.
+
 Keys become paths (``drops/<key>``, ``store/<asset>/<key>.parquet``), so a key is a safe file name, never a
 path.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-
-from tac_pipeline.paths import drops_dir
 
 #: Letters, digits, '_', '-' and '.', starting with a letter or digit; at most 64 characters.
 PARTITION_KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -30,24 +28,3 @@ def validate_dataset_key(key: str) -> str:
             "Rename the folder under data/drops/."
         )
     return key
-
-
-def drop_path(key: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The drop folder of a dataset key, after validating the key."""
-    return drops_dir(data_dir) / validate_dataset_key(key)
-
-
-def discover_dataset_keys(data_dir: str | os.PathLike[str] | None = None) -> tuple[list[str], list[str]]:
-    """Scan ``drops/`` and return ``(valid_keys, rejected_names)``, both sorted. Hidden folders are ignored."""
-    root = drops_dir(data_dir)
-    valid, rejected = [], []
-    if not root.is_dir():
-        return valid, rejected
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir() or entry.is_symlink():
-            continue
-        try:
-            valid.append(validate_dataset_key(entry.name))
-        except InvalidDatasetKeyError:
-            rejected.append(entry.name)
-    return valid, rejected

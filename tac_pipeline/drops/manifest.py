@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tac_pipeline.atomic import atomic_write
+from tac_pipeline.common.atomic import atomic_write
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def drop_manifest(drop_dir: str | os.PathLike[str]) -> DropManifest:
     as ``@images/<folder>/…``; a ``dataset.toml`` that does not parse covers the drop alone (the run that it
     triggers reports the error).
     """
-    from tac_pipeline.settings import DatasetSettingsError, load_dataset_settings
+    from tac_pipeline.drops.settings import DatasetSettingsError, load_dataset_settings
 
     root = Path(drop_dir)
     entries: list[tuple[str, int, int]] = []

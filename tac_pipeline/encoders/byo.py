@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tac_pipeline.messages import listed
-from tac_pipeline.tables import column_matrix, embedding_array, is_vector_type, read_parquet
+from tac_pipeline.common.messages import listed
+from tac_pipeline.common.tables import column_matrix, embedding_array, is_vector_type, read_parquet
 
 BYO_EMBEDDINGS = "embeddings.parquet"
 BYO_NOUNS = "nouns.parquet"

@@ -10,15 +10,17 @@ Two vocabularies, each a DataFrame with columns ``noun``, ``synset`` (e.g. ``dog
 Sources, tried in order:
 
 1. nltk's ``wordnet`` corpus wherever nltk looks for data (``nltk.data.path``, ``$NLTK_DATA``) or in
-   ``<data root>/nltk_data``;
-2. ``nltk.download("wordnet")`` into ``<data root>/nltk_data``, run in a child process with a timeout so a
+   the caller's ``nltk_dir``;
+2. ``nltk.download("wordnet")`` into ``nltk_dir``, run in a child process with a timeout so a
    dead network can never hang the caller;
-3. a system WordNet 3.0 database (Debian/Ubuntu ``wordnet-base`` + ``wordnet-sense-index``, found at
-   ``$WNSEARCHDIR`` or ``/usr/share/wordnet``), copied into ``<data root>/nltk_data/corpora/wordnet`` with the
+3. a system WordNet 3.0 database (Debian/Ubuntu ``wordnet-base`` + ``wordnet-sense-index``, found in the
+   caller's ``system_dirs`` or ``/usr/share/wordnet``), copied into ``<nltk_dir>/corpora/wordnet`` with the
    ``lexnames`` file nltk needs and those packages lack. Files are copied, not linked: nltk refuses paths that
    leave its data folders through symlinks.
 
-The parsed vocabulary is cached as Parquet under ``<data root>/cache`` so later loads take milliseconds.
+The parsed vocabulary is cached as Parquet in the caller's ``cache_dir`` so later loads take milliseconds. The
+pipeline passes its folders (:meth:`tac_pipeline.defs.resources.data.TacDataResource.noun_vocabulary`); this
+module knows no data root and reads no environment.
 """
 
 from __future__ import annotations
@@ -34,17 +36,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from tac_pipeline.atomic import publish_folder, staging_folder, write_parquet_atomically
-from tac_pipeline.paths import cache_dir, data_root
-from tac_pipeline.tables import read_parquet
+from tac_pipeline.common.atomic import publish_folder, staging_folder, write_parquet_atomically
+from tac_pipeline.common.tables import read_parquet
 
 log = logging.getLogger(__name__)
 
 #: The noun vocabularies (see the module docstring); the first is the default.
 VOCABULARIES: tuple[str, ...] = ("lemmas", "synsets")
 DEFAULT_VOCABULARY = VOCABULARIES[0]
-#: The environment variable that chooses the vocabulary of the shared noun embeddings.
-VOCABULARY_ENV = "TAC_NOUN_VOCABULARY"
 #: Rows of each vocabulary for WordNet 3.0.
 WORDNET_30_ROWS = {"lemmas": 146_347, "synsets": 82_115}
 
@@ -84,12 +83,6 @@ def check_vocabulary(vocabulary: str, source: str = "vocabulary") -> str:
     return vocabulary
 
 
-def vocabulary_from_env(env=None) -> str:
-    """The noun vocabulary chosen by ``$TAC_NOUN_VOCABULARY`` (default :data:`DEFAULT_VOCABULARY`)."""
-    env = os.environ if env is None else env
-    return check_vocabulary(env.get(VOCABULARY_ENV) or DEFAULT_VOCABULARY, f"${VOCABULARY_ENV}")
-
-
 def lexnames_text() -> str:
     """The ``lexnames`` file: ``NN<TAB>name<TAB>category`` per line, as WordNet distributes it."""
     return "".join(
@@ -103,18 +96,16 @@ SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/WordNet-3.0/dict")
 
 
 def system_wordnet_dirs() -> list[Path]:
-    """Where a system WordNet database may live: ``$WNSEARCHDIR``, then :data:`SYSTEM_WORDNET_DIRS`."""
-    dirs = []
-    if os.environ.get("WNSEARCHDIR"):
-        dirs.append(Path(os.environ["WNSEARCHDIR"]))
-    dirs += [Path(d) for d in SYSTEM_WORDNET_DIRS]
-    return dirs
+    """Where a system WordNet database may live by default: :data:`SYSTEM_WORDNET_DIRS` (the pipeline puts
+    ``$WNSEARCHDIR`` first, :class:`tac_pipeline.config.TacConfig`)."""
+    return [Path(d) for d in SYSTEM_WORDNET_DIRS]
 
 
 def load_noun_vocabulary(
-    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     vocabulary: str = DEFAULT_VOCABULARY,
     *,
+    nltk_dir: str | os.PathLike[str] | None = None,
     nltk_paths: Sequence[str | os.PathLike[str]] | None = None,
     system_dirs: Sequence[str | os.PathLike[str]] | None = None,
     download: bool = True,
@@ -126,12 +117,12 @@ def load_noun_vocabulary(
 
     Parameters
     ----------
-    data_dir : the data root (default ``$TAC_DATA_DIR`` or ``./data``); the cache and any built corpus live
-        under it.
+    cache_dir : the folder of the Parquet cache of the parsed vocabulary (None: no cache).
+    nltk_dir : where nltk's corpus is downloaded or built from a system database (default ``~/nltk_data``,
+        nltk's own); it is always searched too.
     vocabulary : ``"lemmas"`` (default: every lemma of every noun synset, as the TAC authors embed them) or
         ``"synsets"`` (one row per synset, first lemma, ``_`` as a space).
     nltk_paths : folders searched for nltk's ``corpora/wordnet`` (default: nltk's own search path).
-        ``<data root>/nltk_data`` is always searched too.
     system_dirs : folders searched for a system WordNet database (default :func:`system_wordnet_dirs`).
     download : whether to try ``nltk.download`` when no nltk corpus is found.
     download_timeout : seconds after which the download attempt is abandoned.
@@ -145,7 +136,8 @@ def load_noun_vocabulary(
     logger = logger or log
     check_vocabulary(vocabulary)
     lemmas = _load_lemmas(
-        data_dir,
+        cache_dir,
+        nltk_dir,
         nltk_paths=nltk_paths,
         system_dirs=system_dirs,
         download=download,
@@ -163,8 +155,9 @@ def synset_vocabulary(lemmas: pd.DataFrame) -> pd.DataFrame:
     return first
 
 
-def _load_lemmas(data_dir, *, nltk_paths, system_dirs, download, download_timeout, use_cache, logger):
-    cache = cache_dir(data_dir) / CACHE_FILE
+def _load_lemmas(cache_dir, nltk_dir, *, nltk_paths, system_dirs, download, download_timeout, use_cache, logger):
+    use_cache = use_cache and cache_dir is not None
+    cache = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
     if use_cache and cache.is_file():
         try:
             table = read_parquet(cache)
@@ -174,7 +167,7 @@ def _load_lemmas(data_dir, *, nltk_paths, system_dirs, download, download_timeou
             logger.warning("Ignoring unreadable WordNet cache %s (%s); rebuilding it.", cache, exc)
 
     reader, source = open_wordnet(
-        data_dir,
+        nltk_dir,
         nltk_paths=nltk_paths,
         system_dirs=system_dirs,
         download=download,
@@ -203,7 +196,7 @@ def _load_lemmas(data_dir, *, nltk_paths, system_dirs, download, download_timeou
 
 
 def open_wordnet(
-    data_dir: str | os.PathLike[str] | None = None,
+    nltk_dir: str | os.PathLike[str] | None = None,
     *,
     nltk_paths: Sequence[str | os.PathLike[str]] | None = None,
     system_dirs: Sequence[str | os.PathLike[str]] | None = None,
@@ -217,8 +210,8 @@ def open_wordnet(
     Raises :class:`WordNetUnavailableError` naming all three remedies when none works.
     """
     logger = logger or log
-    own_nltk_dir = data_root(data_dir) / "nltk_data"
-    search = [Path(p) for p in (nltk_paths if nltk_paths is not None else _nltk_search_path())]
+    own_nltk_dir = Path(nltk_dir) if nltk_dir is not None else Path.home() / "nltk_data"
+    search = [Path(p) for p in (nltk_paths if nltk_paths is not None else default_nltk_paths())]
     search.append(own_nltk_dir)
     tried: list[str] = []
 
@@ -281,12 +274,11 @@ def build_nltk_corpus(system_dir: str | os.PathLike[str], nltk_data_dir: str | o
     return target
 
 
-def _nltk_search_path() -> list[str]:
+def default_nltk_paths() -> list[str]:
+    """nltk's own search path (which holds ``$NLTK_DATA``, read by nltk at import)."""
     import nltk
 
-    paths = [str(p) for p in nltk.data.path]
-    paths += [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p and p not in paths]
-    return paths
+    return [str(p) for p in nltk.data.path]
 
 
 def _find_nltk_wordnet(search: Sequence[Path]) -> Path | None:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image
 
-from tac_pipeline.atomic import publish_folder, staging_folder
-from tac_pipeline.messages import listed
-from tac_pipeline.paths import data_root, drops_dir
+from tac_pipeline.common.atomic import publish_folder, staging_folder
+from tac_pipeline.common.messages import listed
 from tac_pipeline.reproduce.catalog import PAPER_DATASETS, PaperDataset, dataset_listing
 from tac_pipeline.reproduce.sources import ArraySplit, SourceError, download, read_source, safe_class_name
+from tac_pipeline.store.layout import downloads_dir, drops_dir
 
 __all__ = [
     "PAPER_DATASETS",
@@ -129,7 +129,7 @@ def prepare_drop(
         splits, image_root = None, source_path
     else:
         root = source_path or download(
-            dataset.kind, dataset.title, data_root(data_dir) / "downloads" / dataset.name
+            dataset.kind, dataset.title, downloads_dir(dataset.name, data_dir)
         )
         splits, image_root = read_source(dataset.kind, root), None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tac_pipeline.netprobe import reachable
+from tac_pipeline.common.netprobe import reachable
 from tac_pipeline.reproduce.batchfile import BatchFormatError, read_batch
 
 

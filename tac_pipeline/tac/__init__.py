@@ -14,7 +14,7 @@ import importlib
 
 #: Public name -> the module of this package that defines it.
 _HOMES = {
-    **dict.fromkeys(["as_tensor", "resolve_device", "to_numpy"], "device"),
+    **dict.fromkeys(["as_tensor", "resolve_device", "to_numpy"], "tac_pipeline.common.devices"),
     "TAC": "estimator",
     **dict.fromkeys(
         [
@@ -59,7 +59,8 @@ __all__ = sorted(_HOMES)
 def __getattr__(name: str):
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    home = _HOMES[name]
+    value = getattr(importlib.import_module(home if "." in home else f"{__name__}.{home}"), name)
     globals()[name] = value
     return value
 

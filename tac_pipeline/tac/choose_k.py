@@ -19,7 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from .device import ArrayLike, to_numpy
+from tac_pipeline.common.devices import ArrayLike, to_numpy
+
 from .params import AUTO_K_SAMPLES
 from .text_space import concat_modalities
 from .validation import validate_embeddings

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
+from tac_pipeline.common.devices import ArrayLike, DeviceLike, resolve_device, to_numpy
+
 from .choose_k import KSweep, choose_n_clusters
-from .device import ArrayLike, DeviceLike, resolve_device, to_numpy
 from .heads import ClusterHead, HeadTrainingConfig, TrainingHistory, predict_proba, train_heads
 from .params import DEFAULTS, TacParams, auto_k_range
 from .text_space import (

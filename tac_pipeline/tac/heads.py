@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from tac_pipeline.common.devices import ArrayLike, DeviceLike, as_tensor, resolve_device
+
 from .params import DEFAULTS, LARGE_K_FROM, LARGE_K_TRAINING, SMALL_K_TRAINING
 from .validation import validate_embeddings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import ArrayLike, to_numpy
+from tac_pipeline.common.devices import ArrayLike, to_numpy
 
 
 def _encode(labels: np.ndarray) -> tuple[np.ndarray, int]:

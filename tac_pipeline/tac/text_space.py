@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from tac_pipeline.common.devices import ArrayLike, DeviceLike, as_tensor, resolve_device
+
 from .params import DEFAULTS
 from .validation import validate_embeddings
 from .vectors import Backend, _rows_per_block, spherical_kmeans

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tac_pipeline.messages import listed
-
-from .device import ArrayLike, host_array
+from tac_pipeline.common.devices import ArrayLike, host_array
+from tac_pipeline.common.messages import listed
 
 #: float32 embeddings are normalised to about 1e-7; a row further than this from norm 1 is a real defect.
 UNIT_NORM_TOLERANCE = 1e-3

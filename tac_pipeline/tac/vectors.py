@@ -23,7 +23,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .device import ArrayLike, DeviceLike, as_tensor, resolve_device
+from tac_pipeline.common.devices import ArrayLike, DeviceLike, as_tensor, resolve_device
+
 from .params import DEFAULTS
 from .validation import validate_embeddings
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from tac_pipeline.assets import DATASET_ASSETS
-from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.defs.assets import DATASET_ASSETS
+from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline_tests.conftest import write_toy_drop
-from tac_pipeline_tests.test_assets.helpers import materialize_nouns, read_output
+from tac_pipeline_tests.test_defs.test_assets.helpers import materialize_nouns, read_output
 
 KEY = "toy"
 WORKERS = 2

@@ -31,7 +31,7 @@ def version_table(writer: int, seq: int, rows: int) -> pa.Table:
 
 
 def big_write(path: str, rows: int) -> None:
-    from tac_pipeline.atomic import write_parquet_atomically
+    from tac_pipeline.common.atomic import write_parquet_atomically
 
     rng = np.random.default_rng(0)
     table = pa.table({"i": np.arange(rows, dtype=np.int64), "x": rng.random(rows)})  # incompressible
@@ -41,7 +41,7 @@ def big_write(path: str, rows: int) -> None:
 
 
 def writer(path: str, writer_id: int, rows: int, seconds: float) -> None:
-    from tac_pipeline.atomic import write_parquet_atomically
+    from tac_pipeline.common.atomic import write_parquet_atomically
 
     print("ready", flush=True)
     start = float(sys.stdin.readline())

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import instance_for_test
 
-from tac_pipeline.assets.lineage import MixedInputsError, check_inputs, lineage, stamp
+from tac_pipeline.defs.assets.lineage import MixedInputsError, check_inputs, lineage, stamp
 from tac_pipeline_tests.conftest import write_toy_drop
 from tac_pipeline_tests.test_reliability.helpers import (
     NOUN_ASSET,

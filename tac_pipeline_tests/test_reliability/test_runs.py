@@ -26,17 +26,17 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-from tac_pipeline import runs
-from tac_pipeline.assets.lineage import lineage
+from tac_pipeline.runs import dead, home, turn
+from tac_pipeline.defs.assets.lineage import lineage
 from tac_pipeline_tests.conftest import write_toy_drop
 
-PARTITION = runs.PARTITION_TAG
+PARTITION = home.PARTITION_TAG
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    return runs.dagster_home()
+    return home.dagster_home()
 
 
 @pytest.fixture
@@ -74,9 +74,9 @@ def _status(instance, run) -> DagsterRunStatus:
 
 
 def test_shipped_dagster_yaml_lets_the_queue_launch_one_run_per_dataset(home, instance):
-    assert (home / "dagster.yaml").read_bytes() == runs.INSTANCE_CONFIG.read_bytes()
-    assert runs.missing_partition_limit(instance) is None
-    assert isinstance(instance.run_launcher, runs.LocalRunLauncher) and instance.run_monitoring_enabled
+    assert (home / "dagster.yaml").read_bytes() == home.INSTANCE_CONFIG.read_bytes()
+    assert home.missing_partition_limit(instance) is None
+    assert isinstance(instance.run_launcher, dead.LocalRunLauncher) and instance.run_monitoring_enabled
     create_run_for_test(
         instance, status=DagsterRunStatus.STARTED, tags={PARTITION: "pets"}
     )  # e.g. make cluster
@@ -95,23 +95,23 @@ def test_a_dagster_yaml_already_there_is_kept_and_a_missing_limit_is_named(tmp_p
     own.parent.mkdir()
     own.write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(own.parent))
-    runs.dagster_home()
+    home.dagster_home()
     assert own.read_text() == "telemetry:\n  enabled: false\n"
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(own.parent))) as instance:
-        problem = runs.missing_partition_limit(instance)
-    assert str(own) in problem and "concurrency" in problem and str(runs.INSTANCE_CONFIG) in problem
+        problem = home.missing_partition_limit(instance)
+    assert str(own) in problem and "concurrency" in problem and str(home.INSTANCE_CONFIG) in problem
 
 
 def test_commands_starting_at_once_on_a_fresh_home_create_its_storage_once(tmp_path):
     home = tmp_path / "fresh"
-    opener = "from tac_pipeline import runs\nwith runs.open_instance() as i: print(len(i.get_runs()))"
+    opener = "from tac_pipeline.runs import home\nwith home.open_instance() as i: print(len(i.get_runs()))"
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     starts = [subprocess.Popen([sys.executable, "-c", opener], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
     for process in starts:
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-2000:]  # without the lock: "more than one head present"
         assert out.strip() == "0"
-    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), runs.open_instance() as instance:
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), home.open_instance() as instance:
         assert instance.get_runs() == []
 
 
@@ -127,7 +127,7 @@ def test_a_run_whose_process_is_gone_is_marked_failed_by_the_cli_check_and_by_ru
     monitor_started_run(instance, None, record, logging.getLogger("test"))  # the daemon's run monitoring
     assert _status(instance, for_daemon) == DagsterRunStatus.FAILURE
 
-    assert runs.mark_dead_runs_failed(instance) == [for_cli.run_id]  # what make cluster / make ui do first
+    assert dead.mark_dead_runs_failed(instance) == [for_cli.run_id]  # what make cluster / make ui do first
     assert _status(instance, for_cli) == DagsterRunStatus.FAILURE
     failure = instance.get_records_for_run(for_cli.run_id).records[-1].event_log_entry
     assert "is gone" in failure.message and "make cluster DATASET=pets" in failure.message
@@ -138,12 +138,12 @@ def test_a_reused_pid_is_not_taken_for_the_run():
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         time.sleep(0.5)
-        assert runs.process_alive(process.pid, time.time())
-        assert not runs.process_alive(process.pid, time.time() - 60)  # it started after the run recorded it
+        assert dead.process_alive(process.pid, time.time())
+        assert not dead.process_alive(process.pid, time.time() - 60)  # it started after the run recorded it
     finally:
         process.kill()
         process.wait()
-    assert not runs.process_alive(process.pid, time.time())
+    assert not dead.process_alive(process.pid, time.time())
 
 
 def test_the_cli_waits_for_a_run_in_progress_and_takes_over_from_one_whose_process_died(instance):
@@ -151,7 +151,7 @@ def test_the_cli_waits_for_a_run_in_progress_and_takes_over_from_one_whose_proce
     run = _run_with_process(instance, worker.pid)
     said: list[str] = []
     waiting = threading.Thread(
-        target=runs.wait_for_partition,
+        target=turn.wait_for_partition,
         args=(instance, "pets"),
         kwargs={"say": said.append, "poll_seconds": 0.1},
     )
@@ -160,7 +160,7 @@ def test_the_cli_waits_for_a_run_in_progress_and_takes_over_from_one_whose_proce
         time.sleep(1.5)
         assert waiting.is_alive()
         assert run.run_id in said[0] and "waiting for it to finish" in said[0]
-        runs.wait_for_partition(instance, "cars", say=said.append)  # another dataset does not wait
+        turn.wait_for_partition(instance, "cars", say=said.append)  # another dataset does not wait
     finally:
         worker.kill()
         worker.wait()
@@ -195,7 +195,7 @@ def _wait_for(predicate, seconds=300.0, what="condition"):
 
 def _dataset_runs(home, dataset):
     # Opened as the commands open it: never creating its storage while a command creates it too.
-    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), runs.open_instance() as instance:
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), home.open_instance() as instance:
         return list(reversed(instance.get_run_records(RunsFilter(tags={PARTITION: dataset}))))
 
 
@@ -251,7 +251,7 @@ def test_stopping_make_cluster_stops_its_run_and_nothing_is_written_after(data_d
     _wait_for(lambda: "epoch 2/10000" in log.read_text(), what="training to start")
     [record] = _dataset_runs(home, "slow")
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        child, _ = runs.run_process(instance, record.dagster_run.run_id)  # `dagster asset materialize`
+        child, _ = dead.run_process(instance, record.dagster_run.run_id)  # `dagster asset materialize`
 
     cli.send_signal(getattr(signal, how))
     code = cli.wait(120)

@@ -21,11 +21,12 @@ import pytest
 import torch
 from dagster import asset, instance_for_test, materialize
 
-from tac_pipeline import cli, runs
-from tac_pipeline.drops import PARTITION_KEY_PATTERN
+from tac_pipeline.cli import cluster, commands
+from tac_pipeline.runs import child
+from tac_pipeline.drops.keys import PARTITION_KEY_PATTERN
 from tac_pipeline.encoders import TINY_MODEL_NAME, ClipEncoder, EncoderUnavailableError
-from tac_pipeline.partitions import datasets_partitions
-from tac_pipeline.resources.io_manager import ParquetIOManager
+from tac_pipeline.defs.partitions import datasets_partitions
+from tac_pipeline.defs.io_managers import ParquetIOManager
 from tac_pipeline_tests.test_reliability.helpers import REPO, step_failures
 
 PACKAGE = REPO / "tac_pipeline"
@@ -252,8 +253,8 @@ def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch):
         def get_runs(self, limit):
             return []
 
-    monkeypatch.setattr(runs.subprocess, "Popen", fake_popen)  # cli runs its child through runs.run_child
-    cli._materialize(["image_embeddings"], "pets-1.0", {}, NoRuns())
+    monkeypatch.setattr(child.subprocess, "Popen", fake_popen)  # cli runs its child through child.run_child
+    cluster.materialize(["image_embeddings"], "pets-1.0", {}, NoRuns())
     [(command, kwargs)] = calls
     assert isinstance(command, list) and kwargs.get("shell", False) is False
     assert command[command.index("--partition") + 1] == "pets-1.0"
@@ -261,8 +262,8 @@ def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch):
 
 def test_cli_refuses_a_dataset_name_with_shell_syntax(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TAC_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(runs.subprocess, "Popen", lambda *a, **k: pytest.fail("nothing may run"))
-    assert cli.main(["cluster", "x; touch pwned"]) == 1
+    monkeypatch.setattr(child.subprocess, "Popen", lambda *a, **k: pytest.fail("nothing may run"))
+    assert commands.main(["cluster", "x; touch pwned"]) == 1
     assert PARTITION_KEY_PATTERN in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists()
 

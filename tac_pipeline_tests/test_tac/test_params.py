@@ -10,9 +10,9 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from tac_pipeline.assets.text import CounterpartsConfig, SemanticCentersConfig, TextSpaceConfig
-from tac_pipeline.assets.training import HeadsConfig, KnnConfig
-from tac_pipeline.settings import (
+from tac_pipeline.defs.assets.text import CounterpartsConfig, SemanticCentersConfig, TextSpaceConfig
+from tac_pipeline.defs.assets.training import HeadsConfig, KnnConfig
+from tac_pipeline.drops.settings import (
     DatasetSettings,
     RunConfigError,
     TacOverrides,
@@ -78,5 +78,5 @@ def test_run_config_values_obey_the_ranges_naming_the_field(field, value):
 
 
 def test_settings_import_without_torch():
-    code = "import sys, tac_pipeline.settings, tac_pipeline.tac.params; assert 'torch' not in sys.modules"
+    code = "import sys, tac_pipeline.drops.settings, tac_pipeline.tac.params; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 
-from tac_pipeline.assets import build_assets
-from tac_pipeline.assets.checks import build_asset_checks
-from tac_pipeline.partitions import datasets_partitions
+from tac_pipeline.defs.assets import build_assets
+from tac_pipeline.defs.checks import build_asset_checks
+from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline_tests.conftest import write_toy_drop
-from tac_pipeline_tests.test_assets.helpers import NOUN_ASSET, resources, tiny_encoder
+from tac_pipeline_tests.test_defs.test_assets.helpers import NOUN_ASSET, resources, tiny_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 DATASET = "toy"

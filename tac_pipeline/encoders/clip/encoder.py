@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tac_pipeline.common.devices import resolve_device
 from tac_pipeline.encoders.images.preprocess import PreprocessSpec
-from tac_pipeline.tac.device import resolve_device
 
 from .loading import load_open_clip
 from .models import INIT_SEED
@@ -234,7 +233,8 @@ class ClipEncoder:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What determines the embeddings: a cache/version key for stored noun (and image) embeddings.
+        """Everything that determines the embeddings, for a person or a log (the pipeline's code versions use
+        the setting's identity, :func:`tac_pipeline.encoders.identity.resolve_encoder`).
 
         ``weights_sha256`` is the digest of the weights file (None for random init, where ``init_seed`` and
         ``config_sha256`` pin the weights instead); ``precision`` is included because fp16 and fp32 results
@@ -251,15 +251,6 @@ class ClipEncoder:
             "precision": self._precision,
             "open_clip": open_clip.__version__,
         }
-
-    @property
-    def identity_key(self) -> str:
-        """A short, filesystem-safe string of :attr:`identity`: ``<model>__<tag|random|checkpoint>__<hash16>``."""
-        ident = self.identity
-        blob = json.dumps({k: v for k, v in ident.items() if k != "checkpoint"}, sort_keys=True).encode()
-        source = self._pretrained or ("checkpoint" if self._checkpoint else "random")
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self._model_name}__{source}")
-        return f"{safe}__{hashlib.sha256(blob).hexdigest()[:16]}"
 
     def __repr__(self) -> str:
         return (

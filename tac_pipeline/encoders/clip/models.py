@@ -17,6 +17,8 @@ from pathlib import Path
 
 import open_clip
 
+from tac_pipeline.encoders.identity import TINY_MODEL_NAME, weights_tag
+
 __all__ = [
     "INIT_SEED",
     "MODEL_CONFIG_DIR",
@@ -26,13 +28,10 @@ __all__ = [
     "register_model_configs",
 ]
 
-#: The offline smoke model (random weights from a fixed seed; meaningless for real clustering).
-TINY_MODEL_NAME = "tac-tiny"
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 #: Seed of random initialisation (tac-tiny, or any model with ``pretrained=None``).
 INIT_SEED = 0
-_NO_WEIGHTS_TAGS = frozenset({"", "none", "random", "null"})
 _register_lock = threading.Lock()
 
 
@@ -47,10 +46,9 @@ register_model_configs()
 
 
 def normalise_tag(model_name: str, pretrained: str | None) -> str | None:
-    """The pretrained tag to look up, or None for random initialisation (always None for ``tac-tiny``)."""
-    if model_name == TINY_MODEL_NAME or pretrained is None or pretrained.strip().lower() in _NO_WEIGHTS_TAGS:
-        return None
-    return pretrained.strip()
+    """The pretrained tag to look up, or None for random initialisation (the rule:
+    :func:`tac_pipeline.encoders.identity.weights_tag`)."""
+    return weights_tag(model_name, pretrained)
 
 
 class EncoderUnavailableError(RuntimeError):

@@ -12,8 +12,8 @@ import os
 import re
 from typing import Any
 
+from tac_pipeline.common.netprobe import reachable
 from tac_pipeline.encoders.incremental import sha256_of_file
-from tac_pipeline.netprobe import reachable
 
 from .models import EncoderUnavailableError
 
@@ -24,31 +24,18 @@ _log = logging.getLogger(__name__)
 _HF_DEFAULT_WEIGHTS = "open_clip_pytorch_model.bin"
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _hf_offline() -> bool:
-    if _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
+    """Hugging Face's offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``, as huggingface_hub read them)."""
+    from huggingface_hub import constants
 
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover
-        return False
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _hf_endpoint() -> str:
-    env = os.environ.get("HF_ENDPOINT")
-    if env:
-        return env.rstrip("/")
-    try:
-        from huggingface_hub import constants
+    """Hugging Face's endpoint (``HF_ENDPOINT``, as huggingface_hub read it)."""
+    from huggingface_hub import constants
 
-        return str(constants.ENDPOINT).rstrip("/")
-    except Exception:  # pragma: no cover
-        return "https://huggingface.co"
+    return str(constants.ENDPOINT).rstrip("/")
 
 
 def hf_cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from tac_pipeline.messages import listed
+from tac_pipeline.common.messages import listed
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DropListing", "ImageRecord", "discover_images", "id_component"]
 

@@ -1,1 +1,0 @@
-"""Automation for new image drops: drop manifests, the drops sensor and the re-clustering schedule."""

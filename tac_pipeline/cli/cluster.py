@@ -1,0 +1,170 @@
+"""``make cluster``: one drop clustered through Dagster, then its metrics.
+
+:func:`cluster` takes the dataset's turn (one run per dataset at a time, :mod:`tac_pipeline.runs.turn`), runs the
+shared noun embeddings first when the drop needs them, then materializes the dataset's assets in a child
+process recorded in ``$DAGSTER_HOME`` (so every run shows in the UI's run history) and stops that child when
+it is stopped (:mod:`tac_pipeline.runs.child`). It returns the metrics table, read from where the run stored it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tac_pipeline.common.tables import read_parquet
+from tac_pipeline.config import TacConfig
+from tac_pipeline.defs.names import DATASET_ASSETS, IMAGE_ASSET, NOUN_ASSET
+from tac_pipeline.defs.partitions import datasets_partitions
+from tac_pipeline.runs.child import Stopped, run_child
+from tac_pipeline.runs.home import open_instance
+from tac_pipeline.store.layout import drop_path
+
+
+class ClusterError(RuntimeError):
+    """A step failed; the message is the failing step's own."""
+
+
+def _instance():
+    return open_instance()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
+
+
+def _failure_message(instance, run_ids_before: set[str]) -> str:
+    """The error of the failing step(s) of the runs this command started."""
+    from dagster import DagsterEventType, DagsterRunStatus
+
+    messages = []
+    for run in instance.get_runs(limit=5):
+        if run.run_id in run_ids_before or run.status != DagsterRunStatus.FAILURE:
+            continue
+        for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
+            event = record.dagster_event
+            error = event.step_failure_data.error if event and event.step_failure_data else None
+            detail = error.message.strip() if error else record.message
+            if error and error.cause:  # Dagster wraps the user's exception; its text is the useful part
+                detail = error.cause.message.strip()
+            messages.append(f"step {event.step_key if event else '?'} failed: {detail}")
+    return "\n".join(messages) or "the run failed (see the Dagster UI or the log above)"
+
+
+def materialize(
+    selection: list[str], partition: str | None, env: dict[str, str], instance, run_config: dict | None = None
+) -> None:
+    before = {run.run_id for run in instance.get_runs(limit=5)}
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tac_pipeline.definitions"]
+    command += ["--select", ",".join(selection)]
+    if run_config:
+        command += ["--config-json", json.dumps(run_config)]
+    if partition is not None:
+        command += ["--partition", partition]
+    started = time.time()
+    try:
+        returncode = run_child(command, env)  # a list, never a shell: keys stay plain arguments
+    except Stopped as stopped:
+        from tac_pipeline.runs.child import stop_leftover_run
+
+        stopped.outcome = stop_leftover_run(instance, stopped, partition, started)
+        raise
+    if returncode != 0:
+        raise ClusterError(_failure_message(instance, before))
+
+
+def _needs_noun_run(instance, config: TacConfig, dataset: str, drop: Path) -> bool:
+    """True when the drop takes the shared noun embeddings and those are missing or made by another encoder."""
+    from tac_pipeline.defs.names import noun_code_version
+    from tac_pipeline.drops.nouns import waiting_for_shared_nouns
+
+    version = noun_code_version(config.encoder.choice().identity, config.noun_vocabulary)
+    return bool(waiting_for_shared_nouns(instance, version, {dataset: drop}))
+
+
+def _stored_metrics(instance, dataset: str):
+    """The dataset's metrics table, read from where its materialization recorded it."""
+    from tac_pipeline.store.records import read_stored_table
+
+    return read_stored_table(instance, "metrics", dataset)
+
+
+def skipped_summary(instance, dataset: str, since: float | None = None) -> str | None:
+    """The files the last embedding of ``dataset`` skipped, with reasons (the first :data:`SHOWN_SKIPPED`,
+    then the count and where the full list is), read from the report its materialization recorded; None
+    when none were skipped (or that materialization predates ``since``, a time stamp). A run that failed
+    in ``image_embeddings`` itself lists what it skipped in its error."""
+    from tac_pipeline.common.messages import SHOWN_SKIPPED, listed_lines
+    from tac_pipeline.store.records import latest_materialization
+
+    latest = latest_materialization(instance, IMAGE_ASSET, dataset, since=since)
+    report = latest.existing_path("skipped_report") if latest is not None else None
+    if report is None:
+        return None
+    with report.open("rb") as handle:
+        rows = read_parquet(handle).to_pylist()
+    if not rows:
+        return None
+    lines = [f"{len(rows)} file(s) of '{dataset}' were skipped:"]
+    lines += listed_lines([f"{row['file']}: {row['reason']}" for row in rows], SHOWN_SKIPPED, indent="  ")
+    lines.append(f"Full list: {report} (pandas.read_parquet)")
+    return "\n".join(lines)
+
+
+def chosen_k_summary(instance, dataset: str, since: float | None = None) -> str | None:
+    """The K that ``n_clusters = "auto"`` chose in the last run of ``dataset``, why and how to pin it, as the
+    UI shows it on ``counterparts``; None when K was given (or that materialization predates ``since``)."""
+    from tac_pipeline.defs.io_managers import latest_metadata
+    from tac_pipeline.defs.names import COUNTERPARTS_ASSET
+
+    chosen = (latest_metadata(instance, COUNTERPARTS_ASSET, dataset, since=since) or {}).get(
+        "n_clusters_chosen"
+    )
+    return chosen.value.replace("**", "") if chosen is not None else None
+
+
+def cluster(dataset: str, config: TacConfig, *, max_nouns: int | None = None) -> str:
+    """Cluster one drop end to end through Dagster with ``config``; return the metrics as a markdown table."""
+    drop = drop_path(dataset, config.data_dir)
+    if not drop.is_dir():
+        raise ClusterError(f"no drop folder {drop}: put images in {drop}/<class>/ first")
+    with _instance() as instance:  # disposed before the command exits
+        return _cluster(instance, dataset, drop, config, max_nouns)
+
+
+def _cluster(instance, dataset: str, drop: Path, config: TacConfig, max_nouns: int | None) -> str:
+    from tac_pipeline.runs.dead import mark_dead_runs_failed
+    from tac_pipeline.runs.home import missing_partition_limit
+    from tac_pipeline.runs.turn import partition_turn
+
+    env = config.environment()
+
+    mark_dead_runs_failed(instance, say=lambda message: print(message, file=sys.stderr))
+    problem = missing_partition_limit(instance)
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
+        instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
+    from tac_pipeline.drops.nouns import uses_shared_nouns
+
+    try:
+        with partition_turn(instance, dataset):  # one run of the dataset at a time, whoever started it
+            # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or
+            # WordNet).
+            if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(
+                instance, config, dataset, drop
+            ):
+                config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
+                materialize([NOUN_ASSET], None, env, instance, config)
+            started = time.time()
+            try:
+                materialize(list(DATASET_ASSETS), dataset, env, instance)
+            finally:
+                summary = skipped_summary(instance, dataset, since=started)
+                if summary:
+                    print(f"\n{summary}", file=sys.stderr)
+    except Stopped as stopped:  # every process of the run is gone: nothing is written after this
+        raise ClusterError(f"{stopped}; {stopped.outcome}") from None
+    from tac_pipeline.common.messages import metrics_markdown
+
+    table = metrics_markdown(_stored_metrics(instance, dataset))
+    chosen = chosen_k_summary(instance, dataset, since=started)
+    return f"{table}\n\n{chosen}" if chosen else table
+

@@ -1,0 +1,151 @@
+"""The command line behind ``make demo``, ``make cluster`` and ``make reproduce`` (``python -m tac_pipeline.cli``).
+
+Each command reads the configuration once (:class:`~tac_pipeline.config.TacConfig`), applies ``--model`` /
+``--pretrained`` to it, and passes it down; results of a run with random weights (the smoke model, or any
+spelling of "no weights") are framed by the random-weights banner, whichever command ran them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tac_pipeline.cli.cluster import ClusterError, _instance, _stored_metrics, cluster
+from tac_pipeline.config import ConfigError, TacConfig
+from tac_pipeline.drops.demo import write_digits_drop
+from tac_pipeline.drops.keys import InvalidDatasetKeyError
+from tac_pipeline.store.layout import drop_path
+
+
+def _check_encoder(config: TacConfig) -> Exception | None:
+    """Build the encoder once, so that missing weights are known before any run starts."""
+    from tac_pipeline.defs.resources.encoder import encoder_resource
+    from tac_pipeline.encoders import EncoderUnavailableError
+
+    try:
+        encoder_resource(config.encoder).build("cpu")
+    except EncoderUnavailableError as exc:
+        return exc
+    return None
+
+
+def _framed(text: str, config: TacConfig) -> str:
+    """``text`` between two random-weights banners when ``config``'s encoder has no weights."""
+    choice = config.encoder.choice()
+    if not choice.random_weights:
+        return text
+    from tac_pipeline.cli.provision import random_weights_banner
+
+    banner = random_weights_banner(choice)
+    return f"{banner}\n{text}{banner}\n"
+
+
+def _prepare_demo(config: TacConfig) -> TacConfig | None:
+    """The digits drop, the demo's encoder (the smoke model when the default weights cannot be had) and
+    WordNet (installed where it can be); the configuration to run with, or None after printing why the demo
+    cannot run."""
+    from tac_pipeline.cli import provision
+    from tac_pipeline.encoders.wordnet import WordNetUnavailableError
+
+    target = drop_path("digits", config.data_dir)
+    count = write_digits_drop(target)
+    print(f"Wrote {count} digit images (scikit-learn's bundled digits) to {target}.")
+    try:
+        chosen = provision.demo_encoder(config, _check_encoder)
+    except RuntimeError as exc:
+        print(
+            f"\n{exc}\n\nOffline, run the smoke model instead:\n    make demo MODEL=tac-tiny", file=sys.stderr
+        )
+        return None
+    if chosen.fallback_notice:
+        print(chosen.fallback_notice)
+    try:
+        provision.ensure_wordnet(config.data_dir)
+    except WordNetUnavailableError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return None
+    return chosen.config
+
+
+def reproduce(name: str | None, config: TacConfig, *, source: str | None = None, max_nouns: int | None = None) -> int:
+    """Prepare a paper dataset as a drop, cluster it and print the measured figures beside the paper's."""
+    from tac_pipeline.reproduce import (
+        SourceError,
+        comparison_markdown,
+        dataset_listing,
+        paper_dataset,
+        prepare_drop,
+    )
+
+    if not name:
+        print(dataset_listing())
+        return 0
+    try:
+        dataset = paper_dataset(name)
+        drop, written = prepare_drop(name, source, config.data_dir)
+    except SourceError as exc:
+        print(f"\nmake reproduce: {exc}", file=sys.stderr)
+        return 2
+    what = "already prepared" if written is None else f"{written} images written"
+    print(f"Drop {drop}: {what}; K = {dataset.n_clusters}, resize {dataset.resize}.")
+    try:
+        cluster(dataset.name, config, max_nouns=max_nouns)
+    except ClusterError as exc:
+        print(f"\nclustering failed:\n{exc}", file=sys.stderr)
+        return 1
+    with _instance() as instance:
+        metrics = _stored_metrics(instance, dataset.name)
+    print("\n" + _framed(f"{comparison_markdown(dataset, metrics)}\n", config))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tac_pipeline.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("demo", "write the digits drop and cluster it"),
+        ("cluster", "cluster one drop"),
+        ("reproduce", "prepare one of the paper's datasets, cluster it and compare with the paper"),
+    ):
+        command = sub.add_parser(name, help=help_text)
+        if name == "cluster":
+            command.add_argument("dataset", help="folder name under data/drops/")
+        if name == "reproduce":
+            command.add_argument("dataset", nargs="?", default=None, help="a paper dataset (none: list them)")
+            command.add_argument(
+                "--source", default=None, help="a folder holding torchvision's files, or an ImageNet root"
+            )
+        command.add_argument(
+            "--model", default=None, help="open_clip model name (default ViT-B-32; tac-tiny offline)"
+        )
+        command.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
+        command.add_argument(
+            "--max-nouns",
+            type=int,
+            default=None,
+            help="embed only the first N WordNet nouns (smoke runs only)",
+        )
+    args = parser.parse_args(argv)
+    try:
+        config = TacConfig.from_env().with_encoder(args.model, args.pretrained)
+    except ConfigError as exc:
+        print(f"\nconfiguration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "reproduce":
+        return reproduce(args.dataset, config, source=args.source, max_nouns=args.max_nouns)
+    try:
+        if args.command == "demo":
+            demo = _prepare_demo(config)
+            if demo is None:
+                return 1
+            dataset, config = "digits", demo
+        else:
+            dataset = args.dataset
+        table = cluster(dataset, config, max_nouns=args.max_nouns)
+    except (ClusterError, InvalidDatasetKeyError) as exc:
+        print(f"\nclustering failed:\n{exc}", file=sys.stderr)
+        return 1
+    print("\n" + _framed(f"Metrics for '{dataset}' (percent):\n\n{table}\n", config))
+    print("Open the Dagster UI on this machine with:\n    make ui        # then http://127.0.0.1:3000")
+    return 0
+

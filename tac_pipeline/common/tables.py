@@ -1,0 +1,72 @@
+"""Arrow helpers shared by the assets and the IO manager: embeddings as fixed-size list<float32> columns, and
+the one way the package reads Parquet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def read_parquet(source, columns: list[str] | None = None) -> pa.Table:
+    """``pyarrow.parquet.read_table(source)`` (a path or a binary file object) decoded on the calling thread.
+
+    A process that decoded Parquet on Arrow's CPU thread pool intermittently aborts at interpreter exit,
+    after its work is done ("terminate called without an active exception", SIGABRT; apache/arrow#34314),
+    more often under load: a finished ``make cluster`` or run would then exit -6. Short processes reading one
+    table, six at a time on two cores, aborted 14 times in 90 with the pool and 0 in 90 without. Each step
+    reads its few inputs once: one thread costs little. ``tac_pipeline_tests/test_common/test_tables.py`` keeps every
+    read of the package here.
+    """
+    return pq.read_table(source, columns=columns, use_threads=False)
+
+
+def embedding_array(x: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, d) float array → fixed-size list<float32>[d] column, without a Python loop."""
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim != 2:
+        raise ValueError(f"expected an (N, d) array, got shape {x.shape}")
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), type=pa.float32()), x.shape[1])
+
+
+def index_array(x: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, k) integer array → fixed-size list<int64>[k] column."""
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.int64))
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), type=pa.int64()), x.shape[1])
+
+
+def column_matrix(table: pa.Table, column: str, dtype=np.float32) -> np.ndarray:
+    """A fixed-size (or regular) list column → (N, d) numpy array."""
+    if column not in table.column_names:
+        raise KeyError(f"column {column!r} not in table (columns: {', '.join(table.column_names)})")
+    values = table[column].combine_chunks()
+    if len(values) == 0:
+        width = values.type.list_size if pa.types.is_fixed_size_list(values.type) else 0
+        return np.zeros((0, width), dtype=dtype)
+    if pa.types.is_fixed_size_list(values.type):
+        width = values.type.list_size
+    else:
+        lengths = np.asarray(values.value_lengths())
+        if (lengths != lengths[0]).any():
+            raise ValueError(
+                f"column {column!r} has rows of different lengths ({lengths.min()}..{lengths.max()})"
+            )
+        width = int(lengths[0])
+    flat = values.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=dtype).reshape(len(values), width)
+
+
+def is_vector_type(data_type: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(data_type) or pa.types.is_list(data_type)
+
+
+def table_digest(table: pa.Table) -> str:
+    """sha256 of a table's schema and values (Arrow IPC of its combined chunks: the same rows in any
+    chunking give the same digest)."""
+    import hashlib
+
+    sink = pa.BufferOutputStream()
+    combined = table.combine_chunks().replace_schema_metadata(None)
+    with pa.ipc.new_stream(sink, combined.schema) as writer:
+        writer.write_table(combined)
+    return hashlib.sha256(sink.getvalue()).hexdigest()

@@ -1,0 +1,246 @@
+"""Training stage: ``knn_graphs`` → ``trained_heads`` (docs/METHOD.md §6–§7)."""
+
+import time
+import warnings
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+from dagster import AssetExecutionContext, Config, MetadataValue, ResourceParam
+from pydantic import Field
+
+from tac_pipeline import tac
+from tac_pipeline.common.tables import column_matrix, index_array
+from tac_pipeline.defs.assets import figures
+from tac_pipeline.defs.assets.common import dataset_asset, dataset_run, embeddings, fit_indices
+from tac_pipeline.defs.io_managers import StoreIOManager
+from tac_pipeline.defs.resources.compute import ComputeDeviceResource
+from tac_pipeline.defs.resources.data import TacDataResource
+from tac_pipeline.tac.params import optional_field
+from tac_pipeline.tac.vectors import APPROXIMATE_KNN_ABOVE, APPROXIMATE_KNN_NPROBE, pick_knn_method
+
+
+class KnnConfig(Config):
+    n_neighbors: int | None = optional_field("n_neighbors")
+    knn_method: Literal["auto", "exact", "approximate"] = Field(
+        default="auto",
+        description=(
+            "'exact' compares every pair (spec §6); 'approximate' searches a faiss IVF index (about "
+            f"4·sqrt(N) cells, the {APPROXIMATE_KNN_NPROBE} most similar scanned per image); 'auto' is "
+            f"approximate above {APPROXIMATE_KNN_ABOVE:,} fitting images on a CPU with faiss, exact "
+            "otherwise. See docs/SCALING.md."
+        ),
+    )
+
+
+def shared_neighbour_fraction(a: np.ndarray, b: np.ndarray, rows_per_block: int = 8192) -> float:
+    """Mean over rows of |a_i ∩ b_i| / k for two (N, k) neighbour tables, in blocks of rows.
+
+    Blockwise so the (rows, k, k) comparison stays small: at once it would take N·k² bytes (3.2 GB for
+    ImageNet's 1.28 M images and k = 50).
+    """
+    shared = 0
+    for start in range(0, len(a), rows_per_block):
+        block_a, block_b = a[start : start + rows_per_block], b[start : start + rows_per_block]
+        shared += int((block_a[:, :, None] == block_b[:, None, :]).any(axis=2).sum())
+    return shared / a.size
+
+
+class HeadsConfig(Config):
+    epochs: int | None = optional_field("epochs")
+    batch_size: int | None = optional_field("batch_size")
+    tau: float | None = optional_field("tau")
+    lr: float | None = optional_field("lr")
+    entropy_weight: float | None = optional_field("entropy_weight")
+
+
+@dataset_asset(
+    "training",
+    "The 50 nearest neighbours of every fitting image, in image space and in counterpart space.",
+    gpu=True,
+)
+def knn_graphs(
+    context: AssetExecutionContext,
+    config: KnnConfig,
+    image_embeddings: pa.Table,
+    counterparts: pa.Table,
+    tac_data: TacDataResource,
+    compute_device: ComputeDeviceResource,
+) -> pa.Table:
+    run = dataset_run(context, tac_data, config=config)
+    fit = fit_indices(image_embeddings)
+    wanted = run.params.n_neighbors
+    k = min(wanted, len(fit) - 1)
+    if k < 1:
+        raise ValueError(f"need at least 2 fitting images for neighbourhoods, the drop has {len(fit)}")
+    if k < wanted:
+        context.log.warning(f"only {len(fit)} fitting images: using {k} neighbours instead of {wanted}")
+    start = time.perf_counter()
+    with compute_device.acquire(context.log) as device:
+        search = pick_knn_method(len(fit), config.knn_method, device=device)
+        if search != config.knn_method:
+            context.log.info(f"knn_method 'auto' → {search} search for {len(fit):,} fitting images")
+        knn_image = tac.knn_inner_product(embeddings(image_embeddings)[fit], k, device=device, method=search)
+        knn_text = tac.knn_inner_product(
+            column_matrix(counterparts, "counterpart")[fit], k, device=device, method=search
+        )
+    seconds = time.perf_counter() - start
+    # How much the two modalities agree on who is close: shared neighbours over k, averaged.
+    agreement = shared_neighbour_fraction(knn_image, knn_text)
+    context.add_output_metadata(
+        {
+            "n_neighbors": k,
+            "fitting_images": len(fit),
+            "image_text_agreement": round(agreement, 4),
+            "knn_method": config.knn_method,
+            "knn_search": search,
+            "knn_seconds": round(seconds, 2),
+            **run.settings_metadata("n_neighbors", n_neighbors=k),
+        }
+    )
+    return pa.table(
+        {
+            "image_id": image_embeddings["image_id"].take(pa.array(fit)),
+            "fit_index": pa.array(fit, type=pa.int64()),
+            "neighbors_image": index_array(knn_image),
+            "neighbors_text": index_array(knn_text),
+        }
+    )
+
+
+def heads_table(
+    image_head: torch.nn.Module, text_head: torch.nn.Module, history: tac.TrainingHistory
+) -> pa.Table:
+    """Parameters (and buffers) of both heads, plus the loss history, as ``name, shape, values`` rows."""
+    names, shapes, values = [], [], []
+    for prefix, head in (("image_head", image_head), ("text_head", text_head)):
+        for name, tensor in head.state_dict().items():
+            names.append(f"{prefix}.{name}")
+            shapes.append(list(tensor.shape))
+            values.append(tensor.detach().cpu().double().reshape(-1).numpy())
+    for name in ("distillation", "consistency", "balance", "total", "seconds"):
+        series = np.asarray(getattr(history, name), dtype=np.float64)
+        names.append(f"history.{name}")
+        shapes.append([len(series)])
+        values.append(series)
+    return pa.table(
+        {
+            "name": pa.array(names, type=pa.string()),
+            "shape": pa.array(shapes, type=pa.list_(pa.int64())),
+            "values": pa.array(values, type=pa.list_(pa.float64())),
+        }
+    )
+
+
+def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, np.ndarray]]:
+    """Rebuild both heads (eval mode, CPU) and the loss history from :func:`heads_table`'s rows."""
+    rows = {
+        name: np.asarray(values, dtype=np.float64).reshape(shape)
+        for name, shape, values in zip(
+            table["name"].to_pylist(), table["shape"].to_pylist(), table["values"].to_pylist(), strict=True
+        )
+    }
+    heads = []
+    for prefix in ("image_head", "text_head"):
+        state = {k[len(prefix) + 1 :]: v for k, v in rows.items() if k.startswith(prefix + ".")}
+        weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+        d, n_clusters = weights[0].shape[1], weights[-1].shape[0]
+        head = tac.ClusterHead(d, n_clusters)
+        reference = head.state_dict()
+        head.load_state_dict({k: torch.as_tensor(v, dtype=reference[k].dtype) for k, v in state.items()})
+        heads.append(head.eval())
+    history = {k[len("history.") :]: v for k, v in rows.items() if k.startswith("history.")}
+    return heads[0], heads[1], history
+
+
+#: How often a long head training logs its progress (the first three epochs and the last always).
+PROGRESS_SECONDS = 5.0
+
+
+@dataset_asset(
+    "training",
+    "The image head f and text head g, trained by cross-modal neighbour distillation.",
+    gpu=True,
+)
+def trained_heads(
+    context: AssetExecutionContext,
+    config: HeadsConfig,
+    image_embeddings: pa.Table,
+    counterparts: pa.Table,
+    knn_graphs: pa.Table,
+    tac_data: TacDataResource,
+    compute_device: ComputeDeviceResource,
+    io_manager: ResourceParam[StoreIOManager],
+) -> pa.Table:
+    run = dataset_run(context, tac_data, image_embeddings, config, chosen_in=counterparts)
+    fit = knn_graphs["fit_index"].to_numpy()
+    applied = run.params.head_training(run.n_clusters)
+    training = tac.HeadTrainingConfig(**applied)
+
+    logged_at = [0.0]
+
+    def log_epoch(epoch: int, losses: dict[str, float]) -> None:
+        # The first epochs, the last, and one every PROGRESS_SECONDS in between: a long training reports its
+        # progress and the time it expects to take without filling the event log.
+        done, elapsed = epoch + 1, time.perf_counter() - start
+        if 3 < done < training.epochs and elapsed - logged_at[0] < PROGRESS_SECONDS:
+            return
+        logged_at[0] = elapsed
+        per_epoch = elapsed / done
+        context.log.info(
+            f"epoch {done}/{training.epochs}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            + f" ({per_epoch:.3g} s per epoch, about {per_epoch * (training.epochs - done):.0f} s left)"
+        )
+
+    start = time.perf_counter()
+    with compute_device.acquire(context.log) as device, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a batch shrunk to a small N is reported below instead
+        try:
+            image_head, text_head, history = tac.train_heads(
+                embeddings(image_embeddings)[fit],
+                column_matrix(counterparts, "counterpart")[fit],
+                column_matrix(knn_graphs, "neighbors_image", dtype=np.int64),
+                column_matrix(knn_graphs, "neighbors_text", dtype=np.int64),
+                run.n_clusters,
+                training,
+                seed=run.seed,
+                device=device,
+                callback=log_epoch,
+            )
+        except tac.TrainingDivergedError as exc:
+            sources = ", ".join(
+                f"{k} from {run.resolved.sources[k]}" for k in ("lr", "tau", "entropy_weight")
+            )
+            raise tac.TrainingDivergedError(
+                f"{exc} ({sources}; set them in dataset.toml's [tac] table or in this asset's run config)"
+            ) from exc
+    seconds = time.perf_counter() - start
+    context.add_output_metadata(
+        {
+            "n_clusters": run.n_clusters,
+            "n_clusters_from": run.n_clusters_from,
+            "epochs": training.epochs,
+            "batch_size": history.batch_size,
+            "steps_per_epoch": history.steps_per_epoch,
+            "tau": training.tau,
+            "seed": run.seed,
+            "device": device,
+            "training_seconds": round(seconds, 2),
+            **run.settings_metadata(*applied, **applied),
+            "final_losses": MetadataValue.json(
+                {
+                    "L_dis": history.distillation[-1],
+                    "L_con": history.consistency[-1],
+                    "L_bal": history.balance[-1],
+                    "L": history.total[-1],
+                }
+            ),
+        }
+    )
+    table = heads_table(image_head.cpu(), text_head.cpu(), history)
+    context.add_output_metadata(
+        figures.loss_curves_metadata(table, store=io_manager, partition=context.partition_key)
+    )
+    return table

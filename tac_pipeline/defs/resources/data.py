@@ -1,0 +1,79 @@
+"""The ``tac_data`` resource: the data root, and each dataset's drop, settings and images through it.
+
+The rules (keys, ``dataset.toml``, image listing) live in :mod:`tac_pipeline.drops`; this wraps them for steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from tac_pipeline.drops.listing import drop_settings, list_drop_images
+from tac_pipeline.drops.settings import DatasetSettings
+from tac_pipeline.store.layout import cache_dir, data_root, drop_path, nltk_data_dir
+
+
+class TacDataResource(ConfigurableResource):
+    """The data root: ``drops/<dataset>/`` in, caches beside them."""
+
+    data_dir: str = Field(description="The data root (default: $TAC_DATA_DIR or ./data).")
+    wordnet_dirs: list[str] | None = Field(
+        default=None, description="Folders holding a system WordNet 3.0 database (default: $WNSEARCHDIR, then "
+        "/usr/share/wordnet and /usr/local/WordNet-3.0/dict)."
+    )
+    nltk_data: list[str] = Field(default_factory=list, description="More folders where nltk's corpora may be.")
+
+    @property
+    def root(self) -> Path:
+        return data_root(self.data_dir)
+
+    def drop_dir(self, dataset: str) -> Path:
+        """The drop folder of a partition key (validated: a key never becomes a path traversal)."""
+        folder = drop_path(dataset, self.data_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no drop folder {folder}: create it or remove the '{dataset}' partition")
+        return folder
+
+    def settings(self, dataset: str) -> DatasetSettings:
+        return drop_settings(self.drop_dir(dataset))
+
+    def list_images(self, dataset: str, settings: DatasetSettings | None = None):
+        """The drop's images (a ``DropListing``): its own files, or those its ``[images]`` setting names."""
+        return list_drop_images(self.drop_dir(dataset), settings or self.settings(dataset))
+
+    def noun_vocabulary(self, vocabulary: str, *, logger=None, download: bool = True):
+        """The WordNet noun vocabulary, cached and built under this data root (:func:`wordnet_nouns`)."""
+        return wordnet_nouns(
+            self.root, vocabulary, wordnet_dirs=self.wordnet_dirs, nltk_data=self.nltk_data, logger=logger,
+            download=download,
+        )
+
+
+def wordnet_nouns(
+    data_dir: str | os.PathLike[str] | None = None,
+    vocabulary: str = "lemmas",
+    *,
+    wordnet_dirs: Sequence[str | os.PathLike[str]] | None = None,
+    nltk_data: Sequence[str | os.PathLike[str]] = (),
+    **kwargs,
+):
+    """:func:`tac_pipeline.encoders.wordnet.load_noun_vocabulary` with the data root's folders (its cache in
+    ``cache/``, a downloaded or built corpus in ``nltk_data/``) and the configured search folders (default:
+    :class:`~tac_pipeline.config.TacConfig`'s); other keyword arguments go to it as they are."""
+    from tac_pipeline.config import TacConfig
+    from tac_pipeline.encoders import wordnet
+
+    kwargs = {name: value for name, value in kwargs.items() if value is not None}
+    if wordnet_dirs is None:
+        config = TacConfig.from_env()
+        wordnet_dirs, nltk_data = config.wordnet_dirs, nltk_data or config.nltk_data
+    if nltk_data and "nltk_paths" not in kwargs:
+        kwargs["nltk_paths"] = [*wordnet.default_nltk_paths(), *map(str, nltk_data)]
+    kwargs.setdefault("system_dirs", [Path(d) for d in wordnet_dirs])
+    return wordnet.load_noun_vocabulary(
+        cache_dir(data_dir), vocabulary, nltk_dir=nltk_data_dir(data_dir), **kwargs
+    )

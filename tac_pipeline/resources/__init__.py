@@ -1,1 +1,0 @@
-"""Dagster resources: the Parquet IO manager, the data root, the encoder settings and the compute device."""

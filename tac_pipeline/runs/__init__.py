@@ -1,0 +1,12 @@
+"""Run control: the instance's home, a dataset's turn, dead runs, and the command's child process.
+
+- :mod:`~tac_pipeline.runs.home`: ``$DAGSTER_HOME`` with the project's ``dagster.yaml``, opened once;
+- :mod:`~tac_pipeline.runs.turn`: one run per dataset at a time (``make cluster`` waits for its turn);
+- :mod:`~tac_pipeline.runs.dead`: runs whose process is gone are reported failed (also by the daemon's run
+  monitoring, through :class:`LocalRunLauncher`, which ``dagster.yaml`` names as ``tac_pipeline.runs``);
+- :mod:`~tac_pipeline.runs.child`: the run's process, which stops when the command is stopped.
+"""
+
+from tac_pipeline.runs.dead import LocalRunLauncher
+
+__all__ = ["LocalRunLauncher"]

@@ -1,0 +1,126 @@
+"""Where the pipeline keeps its files: one data root (``TAC_DATA_DIR``, default ``./data``), and every folder
+under it, named here and nowhere else.
+
+Layout under the root (see ``data/README.md``)::
+
+    drops/<dataset>/                      input image drops, one folder per dataset partition
+    store/<asset>/<key>.parquet           outputs written by the Parquet IO manager
+    store/figures/<asset>/<key>/<name>.png   the UI's figures of an asset, beside its tables
+    store/reports/<dataset>/              per-file outcomes a user must act on (skipped_files.parquet)
+    store/intermediate/<run>/             hand-offs between the steps of one run (embedding shards)
+    store/run_settings/<dataset>/<run>.json   dataset.toml as the run read it at its start (one per run)
+    cache/                                parsed vocabularies (the WordNet nouns) and other caches
+    cache/drops_sensor/<dataset>.json     what the drops sensor saw of a drop at its last tick
+    nltk_data/                            an nltk-readable WordNet built from the system database when needed
+    downloads/<dataset>/                  archives ``make reproduce`` downloaded
+
+and, beside the Dagster instance, ``$DAGSTER_HOME/locks/`` (:func:`locks_dir`). The data root itself comes
+from :mod:`tac_pipeline.config` when no folder is given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from upath import UPath
+
+from tac_pipeline.drops.keys import validate_dataset_key
+
+PathLike = str | os.PathLike[str]
+
+#: The sub-folders of the data root and of its store.
+DROPS, STORE, CACHE, NLTK_DATA, DOWNLOADS = "drops", "store", "cache", "nltk_data", "downloads"
+FIGURES, REPORTS, INTERMEDIATE, RUN_SETTINGS = "figures", "reports", "intermediate", "run_settings"
+DROPS_SENSOR_STATE = "drops_sensor"
+SKIPPED_FILES = "skipped_files.parquet"
+
+
+def data_root(data_dir: PathLike | None = None) -> Path:
+    """The data root: ``data_dir`` when given, else the configured one (``$TAC_DATA_DIR``, else ``./data``),
+    absolute."""
+    if data_dir is None:
+        from tac_pipeline.config import TacConfig
+
+        data_dir = TacConfig.from_env().data_dir
+    return Path(data_dir).expanduser().absolute()
+
+
+def drops_dir(data_dir: PathLike | None = None) -> Path:
+    return data_root(data_dir) / DROPS
+
+
+def drop_path(key: str, data_dir: PathLike | None = None) -> Path:
+    """The drop folder of a dataset key, after validating the key (a key never becomes a traversal)."""
+    return drops_dir(data_dir) / validate_dataset_key(key)
+
+
+def store_dir(data_dir: PathLike | None = None) -> Path:
+    return data_root(data_dir) / STORE
+
+
+def cache_dir(data_dir: PathLike | None = None) -> Path:
+    return data_root(data_dir) / CACHE
+
+
+def nltk_data_dir(data_dir: PathLike | None = None) -> Path:
+    """``<root>/nltk_data``: where an nltk-readable WordNet is built or downloaded when none is found."""
+    return data_root(data_dir) / NLTK_DATA
+
+
+def downloads_dir(dataset: str, data_dir: PathLike | None = None) -> Path:
+    """``<root>/downloads/<dataset>``: what ``make reproduce`` downloaded for a paper dataset."""
+    return data_root(data_dir) / DOWNLOADS / validate_dataset_key(dataset)
+
+
+def drops_sensor_state(dataset: str, data_dir: PathLike | None = None) -> Path:
+    """``<root>/cache/drops_sensor/<dataset>.json``: the drops sensor's memory of one drop."""
+    return cache_dir(data_dir) / DROPS_SENSOR_STATE / f"{validate_dataset_key(dataset)}.json"
+
+
+def skipped_files_report(dataset: str, data_dir: PathLike | None = None) -> Path:
+    """``<store>/reports/<dataset>/skipped_files.parquet``: every file of the drop's last embedding run that
+    was not embedded, with the reason (columns ``file``, ``reason``)."""
+    return store_dir(data_dir) / REPORTS / validate_dataset_key(dataset) / SKIPPED_FILES
+
+
+def intermediate_dir(data_dir: PathLike | None = None) -> Path:
+    """Per-run hand-offs between steps that are not assets (embedding shards): ``<store>/intermediate``."""
+    return store_dir(data_dir) / INTERMEDIATE
+
+
+_FIGURE_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+def figure_path(store: UPath, asset: str, partition: str | None, name: str) -> UPath:
+    """``<store>/figures/<asset>/<partition>/<name>.png`` (``_`` for an unpartitioned asset); ``store`` is
+    the IO manager's base (a local folder or any fsspec URL)."""
+    for part in (asset, name):
+        if not _FIGURE_NAME.fullmatch(part):
+            raise ValueError(f"figure path component {part!r} must match {_FIGURE_NAME.pattern}")
+    key = "_" if partition is None else validate_dataset_key(partition)
+    return UPath(store) / FIGURES / asset / key / f"{name}.png"
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def run_settings_dir(dataset: str, data_dir: PathLike | None = None) -> Path:
+    """``<store>/run_settings/<dataset>/``: the settings each run of the dataset pinned at its start."""
+    return store_dir(data_dir) / RUN_SETTINGS / validate_dataset_key(dataset)
+
+
+def run_settings_path(dataset: str, run_id: str, data_dir: PathLike | None = None) -> Path:
+    """``<store>/run_settings/<dataset>/<run id>.json`` (the run id validated: it becomes a file name)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"{run_id!r} is not a Dagster run id")
+    return run_settings_dir(dataset, data_dir) / f"{run_id}.json"
+
+
+def locks_dir(dagster_home: PathLike) -> Path:
+    """``$DAGSTER_HOME/locks``: the lock files that order commands (the instance's creation, a dataset's
+    turn), created when missing."""
+    folder = Path(dagster_home) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,46 @@
+"""Parquet is read in one place, on the calling thread: a process that used Arrow's thread pool to decode can
+abort at exit after its work is done ("terminate called without an active exception")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import tac_pipeline
+from tac_pipeline.common.tables import embedding_array, read_parquet
+
+PACKAGE = Path(tac_pipeline.__file__).parent
+#: Calls that decode Parquet on Arrow's thread pool unless told otherwise.
+THREADED_READS = {"read_table", "read_pandas", "ParquetFile", "ParquetDataset", "read_parquet", "dataset"}
+
+
+def _threaded_reads(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if (
+                node.func.attr in THREADED_READS
+                and isinstance(owner, ast.Name)
+                and owner.id in {"pq", "pd", "ds"}
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {owner.id}.{node.func.attr}")
+    return found
+
+
+def test_the_package_reads_parquet_only_through_read_parquet():
+    modules = [p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "tables.py"]
+    assert len(modules) > 50
+    assert [hit for module in modules for hit in _threaded_reads(module)] == []
+
+
+def test_read_parquet_reads_paths_and_file_objects_and_columns(tmp_path):
+    table = pa.table({"image_id": ["a", "b", "c"], "embedding": embedding_array(np.eye(3, dtype=np.float32))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    assert read_parquet(tmp_path / "t.parquet").equals(table)
+    with open(tmp_path / "t.parquet", "rb") as handle:
+        assert read_parquet(handle, columns=["image_id"]).column_names == ["image_id"]
