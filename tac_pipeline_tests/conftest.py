@@ -54,7 +54,9 @@ def wordnet_cache(tmp_path_factory) -> Path:
             pytest.fail("TAC_REQUIRE_WORDNET is set but no system WordNet database exists")
         pytest.skip("no system WordNet database: apt-get install wordnet-base wordnet-sense-index")
     root = tmp_path_factory.mktemp("wordnet_root")
-    wordnet.load_noun_vocabulary(root, download=False)
+    from tac_pipeline.defs.resources.data import wordnet_nouns
+
+    wordnet_nouns(root, download=False)
     return root / "cache" / wordnet.CACHE_FILE
 
 

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tac_pipeline.cli import provision
+from tac_pipeline.config import TacConfig
 from tac_pipeline.encoders import wordnet
 from tac_pipeline.encoders.wordnet import WORDNET_30_ROWS, WordNetUnavailableError
 
@@ -116,15 +117,19 @@ class Unavailable(RuntimeError):
 
 
 def test_the_demo_falls_back_to_the_smoke_model_only_when_nothing_chose_an_encoder():
-    def check(model, pretrained):
-        return None if model == provision.SMOKE_MODEL else Unavailable("CLIP encoder unavailable: …")
+    def check(config):
+        return None if config.encoder.model == provision.SMOKE_MODEL else Unavailable("CLIP encoder unavailable: …")
 
-    fallback = provision.demo_encoder(None, None, check, env={})
-    assert (fallback.model, fallback.pretrained, fallback.smoke) == ("tac-tiny", None, True)
+    fallback = provision.demo_encoder(TacConfig.from_env({}), check)
+    encoder = fallback.config.encoder
+    assert (encoder.model, encoder.choice().pretrained, fallback.smoke) == ("tac-tiny", None, True)
     assert "\n" not in fallback.fallback_notice and Unavailable.reason in fallback.fallback_notice
-    assert provision.demo_encoder("tac-tiny", None, check, env={}).fallback_notice is None
-    for model, env in (("ViT-L-14", {}), (None, {"TAC_CLIP_CHECKPOINT": "/w.safetensors"})):
+    tiny = TacConfig.from_env({}).with_encoder("tac-tiny")
+    assert provision.demo_encoder(tiny, check).fallback_notice is None
+    for env in ({"TAC_CLIP_MODEL": "ViT-L-14"}, {"TAC_CLIP_CHECKPOINT": "/w.safetensors"}):
         with pytest.raises(RuntimeError, match="CLIP encoder unavailable"):
-            provision.demo_encoder(model, None, check, env=env)
-    real = provision.demo_encoder(None, None, lambda m, p: None, env={})
-    assert real.model is None and not real.smoke and real.fallback_notice is None
+            provision.demo_encoder(TacConfig.from_env(env), check)
+    with pytest.raises(RuntimeError, match="CLIP encoder unavailable"):
+        provision.demo_encoder(TacConfig.from_env({}).with_encoder("ViT-L-14"), check)
+    real = provision.demo_encoder(TacConfig.from_env({}), lambda config: None)
+    assert real.config.encoder.model == "ViT-B-32" and not real.smoke and real.fallback_notice is None

@@ -83,7 +83,7 @@ def test_tiny_model_is_registered_and_needs_no_weights(tiny):
     assert tiny.pretrained is None and tiny.identity["weights_sha256"] is None
     # the default tag ("openai") is not demanded for tac-tiny, and "none"/"" mean the same
     assert ClipEncoder.from_pretrained(TINY_MODEL_NAME, "none", device="cpu").identity == tiny.identity
-    assert ClipEncoder.from_pretrained(TINY_MODEL_NAME, "", device="cpu").identity_key == tiny.identity_key
+    assert ClipEncoder.from_pretrained(TINY_MODEL_NAME, "", device="cpu").identity == tiny.identity
     # registration is idempotent
     clip_module.register_model_configs()
     clip_module.register_model_configs()
@@ -303,7 +303,7 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tiny, tmp_path):
         from_pt.identity["weights_sha256"] == hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
     )
     assert from_pt.identity["checkpoint"] == str(tmp_path / "tiny.pt")
-    assert from_pt.identity_key != tiny.identity_key != from_st.identity_key
+    assert from_pt.identity != tiny.identity and from_pt.identity["checkpoint"] != from_st.identity["checkpoint"]
 
 
 def _assert_remedies(message: str, model: str) -> None:
@@ -312,7 +312,7 @@ def _assert_remedies(message: str, model: str) -> None:
 
 
 def test_missing_weights_offline_fail_fast_with_the_remedies(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1, as read
     cache = tmp_path / "empty_cache"
     cache.mkdir()
     start = time.monotonic()
@@ -333,7 +333,7 @@ def test_unreachable_hub_fails_fast_without_offline_mode(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # HF_ENDPOINT as read; nothing listens
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     start = time.monotonic()
@@ -404,4 +404,4 @@ def test_precision_and_device_settings():
     out = bf16.encode_texts(["a dog"])
     assert out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert bf16.identity["precision"] == "bf16" and bf16.identity_key != enc.identity_key
+    assert bf16.identity["precision"] == "bf16" and bf16.identity != enc.identity

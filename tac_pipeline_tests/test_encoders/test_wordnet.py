@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tac_pipeline.config import ConfigError, TacConfig
 from tac_pipeline.encoders import wordnet
 from tac_pipeline.encoders.wordnet import (
     LEXNAMES,
@@ -19,6 +20,11 @@ from tac_pipeline.encoders.wordnet import (
     lexnames_text,
     load_noun_vocabulary,
 )
+
+def load(data_dir, *args, **kwargs):
+    """The library with a data root's folders, as the pipeline passes them (``cache/``, ``nltk_data/``)."""
+    return load_noun_vocabulary(Path(data_dir) / "cache", *args, nltk_dir=Path(data_dir) / "nltk_data", **kwargs)
+
 
 SYSTEM_DB = next((d for d in wordnet.system_wordnet_dirs() if (d / "data.noun").is_file()), None)
 needs_system_db = pytest.mark.skipif(
@@ -61,7 +67,7 @@ def vocabulary_from_fallback(db_copy, tmp_path_factory):
     calls = []
     mp.setattr(wordnet, "_nltk_download", lambda d, t: calls.append(d) or "simulated: network unreachable")
     try:
-        frame = load_noun_vocabulary(data_dir, nltk_paths=[empty], system_dirs=[db_copy])
+        frame = load(data_dir, nltk_paths=[empty], system_dirs=[db_copy])
     finally:
         mp.undo()
     return frame, data_dir, calls
@@ -103,7 +109,7 @@ def test_fallback_builds_the_authors_lemma_vocabulary(vocabulary_from_fallback):
 @needs_system_db
 def test_synsets_vocabulary_is_one_first_lemma_per_synset(vocabulary_from_fallback, tmp_path):
     frame, data_dir, _ = vocabulary_from_fallback
-    synsets = load_noun_vocabulary(data_dir, "synsets", nltk_paths=[tmp_path], system_dirs=[tmp_path])
+    synsets = load(data_dir, "synsets", nltk_paths=[tmp_path], system_dirs=[tmp_path])
     assert len(synsets) == 82_115 and synsets["synset"].is_unique
     assert synsets["noun"].nunique() == 67_893
     by_synset = synsets.set_index("synset")
@@ -127,7 +133,7 @@ def test_nltk_corpus_and_system_database_give_the_same_list(
         for source in sorted(db_copy.iterdir()):
             archive.write(source, f"wordnet/{source.name}")
         archive.writestr("wordnet/lexnames", lexnames_text())
-    from_nltk = load_noun_vocabulary(
+    from_nltk = load(
         tmp_path / "data", nltk_paths=[nltk_home], system_dirs=[tmp_path / "none"], download=False
     )
     assert offline_download == []
@@ -136,17 +142,17 @@ def test_nltk_corpus_and_system_database_give_the_same_list(
 
 def test_unknown_vocabulary_is_refused_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="lemmas, synsets"):
-        load_noun_vocabulary(tmp_path, "words")
-    with pytest.raises(ValueError, match=r"\$TAC_NOUN_VOCABULARY"):
-        wordnet.vocabulary_from_env({"TAC_NOUN_VOCABULARY": "first"})
-    assert wordnet.vocabulary_from_env({}) == "lemmas"
+        load(tmp_path, "words")
+    with pytest.raises(ConfigError, match=r"\$TAC_NOUN_VOCABULARY.*lemmas, synsets"):
+        TacConfig.from_env({"TAC_NOUN_VOCABULARY": "first"})
+    assert TacConfig.from_env({}).noun_vocabulary == "lemmas"
 
 
 @needs_system_db
 def test_cached_load_is_fast_and_needs_no_source(vocabulary_from_fallback, tmp_path, offline_download):
     frame, data_dir, _ = vocabulary_from_fallback
     start = time.perf_counter()
-    again = load_noun_vocabulary(data_dir, nltk_paths=[tmp_path], system_dirs=[tmp_path])
+    again = load(data_dir, nltk_paths=[tmp_path], system_dirs=[tmp_path])
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"cached load took {elapsed:.2f} s"
     assert again.equals(frame)
@@ -158,7 +164,7 @@ def test_built_corpus_is_found_as_an_nltk_corpus_next_time(
     vocabulary_from_fallback, tmp_path, offline_download
 ):
     _, data_dir, _ = vocabulary_from_fallback
-    reader, source = wordnet.open_wordnet(data_dir, nltk_paths=[tmp_path], system_dirs=[tmp_path])
+    reader, source = wordnet.open_wordnet(data_dir / "nltk_data", nltk_paths=[tmp_path], system_dirs=[tmp_path])
     assert source.startswith("nltk corpus")
     assert reader.synset("dog.n.01").lemmas()[0].name() == "dog"
     assert offline_download == []
@@ -169,7 +175,7 @@ def test_damaged_cache_is_rebuilt(vocabulary_from_fallback, db_copy, tmp_path, o
     data_dir = tmp_path / "data"
     (data_dir / "cache").mkdir(parents=True)
     (data_dir / "cache" / wordnet.CACHE_FILE).write_bytes(b"not parquet")
-    frame = load_noun_vocabulary(data_dir, nltk_paths=[tmp_path / "none"], system_dirs=[db_copy])
+    frame = load(data_dir, nltk_paths=[tmp_path / "none"], system_dirs=[db_copy])
     assert len(frame) == len(vocabulary_from_fallback[0])
 
 
@@ -177,7 +183,7 @@ def test_error_names_all_three_remedies(tmp_path, offline_download):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(WordNetUnavailableError) as excinfo:
-        load_noun_vocabulary(tmp_path / "data", nltk_paths=[empty], system_dirs=[empty])
+        load(tmp_path / "data", nltk_paths=[empty], system_dirs=[empty])
     message = str(excinfo.value)
     assert offline_download, "the download must have been attempted"
     assert "nltk.downloader" in message and "NLTK_DATA" in message
@@ -193,4 +199,4 @@ def test_partial_system_database_is_reported(tmp_path, offline_download):
     partial.mkdir()
     (partial / "data.noun").write_text("")
     with pytest.raises(WordNetUnavailableError, match="missing index.noun, index.sense"):
-        load_noun_vocabulary(tmp_path / "data", nltk_paths=[tmp_path], system_dirs=[partial], download=True)
+        load(tmp_path / "data", nltk_paths=[tmp_path], system_dirs=[partial], download=True)
