@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tac_pipeline.drops.settings import load_dataset_settings
 from tac_pipeline.reproduce import PAPER_DATASETS, SourceError, comparison_markdown, prepare_drop, sources
 from tac_pipeline.reproduce.catalog import IMAGENET10_WNIDS
-from tac_pipeline.drops.settings import load_dataset_settings
 from tac_pipeline_tests.conftest import toy_image
 
 

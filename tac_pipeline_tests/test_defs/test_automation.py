@@ -17,8 +17,8 @@ from dagster import (
     instance_for_test,
 )
 
-from tac_pipeline.defs.automation import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.definitions import build_definitions
+from tac_pipeline.defs.automation import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.drops.manifest import drop_manifest, watched_drop_manifest
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import (

@@ -11,8 +11,8 @@ import pytest
 from dagster import AssetKey, asset, instance_for_test, materialize
 
 from tac_pipeline.common.atomic import write_parquet_atomically
-from tac_pipeline.defs.io_managers import ParquetIOManager
 from tac_pipeline.common.tables import column_matrix, embedding_array
+from tac_pipeline.defs.io_managers import ParquetIOManager
 
 
 def _table(value: float) -> pa.Table:
@@ -64,33 +64,6 @@ def test_io_manager_round_trip_and_failed_run_keep_store_readable(tmp_path, monk
         assert pq.read_table(stored).equals(table)
         event = instance.get_latest_materialization_event(AssetKey("vectors"))
         assert event.asset_materialization.metadata["dagster/row_count"].value == 3
-
-
-def test_readers_outside_a_run_open_the_recorded_path_on_any_fsspec_store():
-    from dagster import DagsterInstance, DynamicPartitionsDefinition
-    from upath import UPath
-
-    from tac_pipeline.defs.io_managers import read_stored_table, stored_path
-
-    base = f"memory://tac-store-{uuid.uuid4().hex}"
-    parts = DynamicPartitionsDefinition(name="datasets")
-
-    @asset(partitions_def=parts)
-    def metrics():
-        return pa.table({"method": ["tac_image"], "nmi": [1.0]})
-
-    with DagsterInstance.ephemeral() as instance:
-        assert stored_path(instance, "metrics", "toy") is None
-        with pytest.raises(FileNotFoundError, match="no stored metrics for partition 'toy'"):
-            read_stored_table(instance, "metrics", "toy")
-        instance.add_dynamic_partitions("datasets", ["toy"])
-        io_manager = ParquetIOManager(base_dir=base)
-        assert materialize(
-            [metrics], partition_key="toy", resources={"io_manager": io_manager}, instance=instance
-        ).success
-        path = stored_path(instance, AssetKey("metrics").to_user_string(), "toy")
-        assert str(path) == f"{base}/metrics/toy.parquet" and isinstance(path, UPath)
-        assert read_stored_table(instance, "metrics", "toy")["method"].to_pylist() == ["tac_image"]
 
 
 def test_figures_go_where_the_io_manager_keeps_them_local_or_fsspec(tmp_path):

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tac_pipeline.defs.names import ASSET_NAMES, DATASET_ASSETS, NOUN_ASSET
 from tac_pipeline.defs.jobs import JOBS, cluster_dataset_job, drops_job
+from tac_pipeline.defs.names import ASSET_NAMES, DATASET_ASSETS, NOUN_ASSET
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tac_pipeline"
 

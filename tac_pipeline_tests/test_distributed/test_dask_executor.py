@@ -19,7 +19,12 @@ from dagster_dask import dask_executor
 from dagster_dask.executor import DASK_RESOURCE_REQUIREMENTS_KEY, DaskExecutor, get_dask_resource_requirements
 
 from tac_pipeline.config import Deployment, DeploymentError
-from tac_pipeline.defs.executors.dask_cluster import CLUSTER_MANAGERS, TacDaskExecutor, cluster_manager, dask_executor_for
+from tac_pipeline.defs.executors.dask_cluster import (
+    CLUSTER_MANAGERS,
+    TacDaskExecutor,
+    cluster_manager,
+    dask_executor_for,
+)
 from tac_pipeline.defs.resources.compute import DASK_RESOURCE_REQUIREMENTS_TAG, GPU_TAG, gpu_step_tags
 
 

@@ -21,6 +21,7 @@ from tac_pipeline.encoders.wordnet import (
     load_noun_vocabulary,
 )
 
+
 def load(data_dir, *args, **kwargs):
     """The library with a data root's folders, as the pipeline passes them (``cache/``, ``nltk_data/``)."""
     return load_noun_vocabulary(Path(data_dir) / "cache", *args, nltk_dir=Path(data_dir) / "nltk_data", **kwargs)

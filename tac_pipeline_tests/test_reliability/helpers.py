@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 
 from tac_pipeline.defs.assets import build_assets
-from tac_pipeline.encoders import wordnet
 from tac_pipeline.defs.partitions import datasets_partitions
-from tac_pipeline.store.layout import store_dir
 from tac_pipeline.defs.resources.encoder import ClipEncoderResource
+from tac_pipeline.encoders import wordnet
+from tac_pipeline.store.layout import store_dir
 from tac_pipeline_tests.test_defs.test_assets.helpers import resources, tiny_encoder
 
 REPO = Path(__file__).resolve().parents[2]

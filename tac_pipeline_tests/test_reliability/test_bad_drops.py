@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import instance_for_test
 
+from tac_pipeline.common.tables import column_matrix
 from tac_pipeline.drops.keys import PARTITION_KEY_PATTERN, InvalidDatasetKeyError, validate_dataset_key
 from tac_pipeline.drops.listing import discover_dataset_keys
 from tac_pipeline.store.layout import skipped_files_report
-from tac_pipeline.common.tables import column_matrix
 from tac_pipeline_tests.test_encoders.oddfiles import noise
 from tac_pipeline_tests.test_reliability.conftest import IDENTICAL
 from tac_pipeline_tests.test_reliability.helpers import (

@@ -17,8 +17,8 @@ import pytest
 from dagster import instance_for_test
 from PIL import Image
 
-from tac_pipeline.encoders import load_image
 from tac_pipeline.common.tables import column_matrix
+from tac_pipeline.encoders import load_image
 from tac_pipeline_tests.test_encoders import oddfiles
 from tac_pipeline_tests.test_encoders.oddfiles import BAD, GOOD, LONG_NAME, NON_UTF8_ID
 from tac_pipeline_tests.test_reliability.helpers import new_data_root, run_assets, stored

@@ -22,8 +22,8 @@ from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.instance.ref import InstanceRef
 
 from tac_pipeline.common.atomic import write_parquet_atomically
-from tac_pipeline.encoders import wordnet
 from tac_pipeline.defs.resources.encoder import ClipEncoderResource
+from tac_pipeline.encoders import wordnet
 from tac_pipeline_tests.test_encoders.oddfiles import noise
 from tac_pipeline_tests.test_reliability.conftest import IDENTICAL
 from tac_pipeline_tests.test_reliability.helpers import (

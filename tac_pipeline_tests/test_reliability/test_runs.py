@@ -26,8 +26,8 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-from tac_pipeline.runs import dead, home, turn
 from tac_pipeline.defs.assets.lineage import lineage
+from tac_pipeline.runs import dead, home, turn
 from tac_pipeline_tests.conftest import write_toy_drop
 
 PARTITION = home.PARTITION_TAG

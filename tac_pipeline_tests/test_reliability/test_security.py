@@ -22,11 +22,11 @@ import torch
 from dagster import asset, instance_for_test, materialize
 
 from tac_pipeline.cli import cluster, commands
-from tac_pipeline.runs import child
+from tac_pipeline.defs.io_managers import ParquetIOManager
+from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.drops.keys import PARTITION_KEY_PATTERN
 from tac_pipeline.encoders import TINY_MODEL_NAME, ClipEncoder, EncoderUnavailableError
-from tac_pipeline.defs.partitions import datasets_partitions
-from tac_pipeline.defs.io_managers import ParquetIOManager
+from tac_pipeline.runs import child
 from tac_pipeline_tests.test_reliability.helpers import REPO, step_failures
 
 PACKAGE = REPO / "tac_pipeline"

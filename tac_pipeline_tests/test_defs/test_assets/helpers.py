@@ -11,12 +11,12 @@ from dagster import DagsterInstance, materialize
 
 from tac_pipeline.defs.assets import build_assets
 from tac_pipeline.defs.checks import build_asset_checks
+from tac_pipeline.defs.io_managers import ParquetIOManager
 from tac_pipeline.defs.partitions import datasets_partitions
-from tac_pipeline.store.layout import store_dir
-from tac_pipeline.defs.resources.encoder import ClipEncoderResource
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
-from tac_pipeline.defs.io_managers import ParquetIOManager
+from tac_pipeline.defs.resources.encoder import ClipEncoderResource
+from tac_pipeline.store.layout import store_dir
 
 NOUN_ASSET = "wordnet_noun_embeddings"
 #: The vocabulary is cut for speed in tests; the selection logic is the same.

@@ -12,10 +12,10 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from tac_pipeline.defs.assets import DATASET_ASSETS, NOUN_ASSET, build_assets
 from tac_pipeline.defs.checks import build_asset_checks
+from tac_pipeline.defs.resources.encoder import ClipEncoderResource
 from tac_pipeline.encoders import wordnet
 from tac_pipeline.encoders.clip import EncoderUnavailableError
 from tac_pipeline.store.layout import store_dir
-from tac_pipeline.defs.resources.encoder import ClipEncoderResource
 from tac_pipeline_tests.test_defs.test_assets.helpers import (
     byo_embeddings,
     byo_nouns,

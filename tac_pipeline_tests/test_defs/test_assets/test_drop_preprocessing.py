@@ -17,8 +17,8 @@ from PIL import Image
 
 from tac_pipeline.defs.assets import build_assets
 from tac_pipeline.drops.manifest import drop_manifest
-from tac_pipeline.encoders.images import PreprocessSpec, discover_images
 from tac_pipeline.drops.settings import DatasetSettingsError, load_dataset_settings
+from tac_pipeline.encoders.images import PreprocessSpec, discover_images
 from tac_pipeline_tests.conftest import toy_image, write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import read_output, resources, tiny_encoder
 

@@ -6,9 +6,9 @@ import hashlib
 import logging
 
 from tac_pipeline.defs.assets.embeddings import embed_part
+from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.encoders import discover_images, incremental
 from tac_pipeline.encoders.images import chunks
-from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline_tests.test_defs.test_assets.helpers import tiny_encoder
 from tac_pipeline_tests.test_encoders.oddfiles import noise
 

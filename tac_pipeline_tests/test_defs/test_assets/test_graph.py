@@ -9,8 +9,8 @@ from dagster import AssetKey, instance_for_test
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from tac_pipeline import tac
-from tac_pipeline.defs.assets import ASSET_NAMES, build_assets
 from tac_pipeline.common.tables import column_matrix
+from tac_pipeline.defs.assets import ASSET_NAMES, build_assets
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import (
     TEST_NOUNS,

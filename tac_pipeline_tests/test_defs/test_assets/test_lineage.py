@@ -24,7 +24,9 @@ from dagster import asset as dagster_asset
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from PIL import Image
 
+from tac_pipeline.common.tables import embedding_array
 from tac_pipeline.defs.assets import DATASET_ASSETS, build_assets
+from tac_pipeline.defs.assets.figures import MAX_FIGURE_BYTES
 from tac_pipeline.defs.checks import (
     EMBEDDINGS_CHECK,
     allowed_empty_clusters,
@@ -35,10 +37,8 @@ from tac_pipeline.defs.checks import (
     metrics_check,
     nouns_per_center_check,
 )
-from tac_pipeline.defs.assets.figures import MAX_FIGURE_BYTES
-from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.defs.io_managers import ParquetIOManager
-from tac_pipeline.common.tables import embedding_array
+from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.tac.naming import EMPTY_NAME, UNNAMED, cluster_names
 from tac_pipeline_tests.conftest import write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import (

@@ -6,7 +6,11 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, instance_for_test
 
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
-from tac_pipeline_tests.test_defs.test_assets.helpers import materialize_dataset, materialize_nouns, read_output
+from tac_pipeline_tests.test_defs.test_assets.helpers import (
+    materialize_dataset,
+    materialize_nouns,
+    read_output,
+)
 from tac_pipeline_tests.test_defs.test_assets.test_graph import TINY_WIDTH
 
 

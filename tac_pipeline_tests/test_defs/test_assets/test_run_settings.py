@@ -8,10 +8,14 @@ from dagster import AssetKey, instance_for_test
 
 from tac_pipeline import tac
 from tac_pipeline.defs.assets.training import heads_from_table
-from tac_pipeline.store.layout import run_settings_dir
 from tac_pipeline.drops.settings import RunConfigError
+from tac_pipeline.store.layout import run_settings_dir
 from tac_pipeline_tests.conftest import write_toy_drop
-from tac_pipeline_tests.test_defs.test_assets.helpers import materialize_dataset, materialize_nouns, read_output
+from tac_pipeline_tests.test_defs.test_assets.helpers import (
+    materialize_dataset,
+    materialize_nouns,
+    read_output,
+)
 
 
 def settings_of(instance, asset: str) -> dict:

@@ -10,12 +10,12 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 from upath import UPath
 
+from tac_pipeline.common.tables import column_matrix
+from tac_pipeline.config import Deployment, DeploymentError, deployment_from_env
 from tac_pipeline.defs.assets import build_assets
 from tac_pipeline.defs.assets.sharded import SHARD_IO_MANAGER, ShardIOManager, shard_io_manager, shard_slices
-from tac_pipeline.config import Deployment, DeploymentError, deployment_from_env
 from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.store.layout import intermediate_dir
-from tac_pipeline.common.tables import column_matrix
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import read_output, resources, tiny_encoder
 
@@ -187,8 +187,8 @@ def test_defective_previous_rows_are_re_encoded_not_reused(data_dir, shards):
     """A stored table that failed its embeddings check must not poison the next run's reuse."""
     import pyarrow.parquet as pq
 
-    from tac_pipeline.store.layout import store_dir
     from tac_pipeline.common.tables import embedding_array
+    from tac_pipeline.store.layout import store_dir
 
     count = write_toy_drop(data_dir / "drops" / KEY, train=2, test=1)
     with DagsterInstance.ephemeral() as instance:
