@@ -10,7 +10,8 @@ PRETRAINED ?=
 SOURCE ?=
 # Passed to recipes through the environment and quoted there ("$$DATASET"), never pasted into the shell
 # command line: a name holding quotes or ';' stays one plain argument.
-export DATASET MODEL PRETRAINED SOURCE
+VERBOSE ?=
+export DATASET MODEL PRETRAINED SOURCE VERBOSE
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 

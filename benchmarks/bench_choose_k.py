@@ -5,9 +5,9 @@ Sets (tac_pipeline_tests/test_tac/planted_data.py): ``plain`` (10 classes, each 
 triples). Every criterion cuts one Ward tree of its features at every K of the default range and keeps the
 K of best cosine silhouette; the text space is built as ``TAC(n_clusters="auto")`` builds it.
 
-    python benchmarks/bench_choose_k.py                  # seeds 0-4, every criterion
-    python benchmarks/bench_choose_k.py --nmi            # also NMI of TAC auto vs TAC told the true K
-    python benchmarks/bench_choose_k.py --timing 60000   # TAC.fit auto vs told K on 60,000 x 512
+    python -m benchmarks.bench_choose_k                  # seeds 0-4, every criterion
+    python -m benchmarks.bench_choose_k --nmi            # also NMI of TAC auto vs TAC told the true K
+    python -m benchmarks.bench_choose_k --timing 60000   # TAC.fit auto vs told K on 60,000 x 512
 
 Not a test.
 """

@@ -1,22 +1,24 @@
-"""Dagster's per-step overhead: a warm ``dagster asset materialize`` of a small drop, step by step (issue 9).
+"""Dagster's per-step overhead: a warm run of a small drop's assets, step by step.
 
 Builds a temporary data root (a drop of the real 8x8 digits upscaled to PNG, the WordNet vocabulary cache,
 noun embeddings materialized once with the offline ``tac-tiny`` encoder) and a temporary ``DAGSTER_HOME``,
-then times ``dagster asset materialize -m tac_pipeline.definitions --select <the partitioned assets>
---partition <key>`` as a subprocess, as ``make cluster`` runs it. Every repetition clusters a fresh
+then times a run of the partitioned assets of one partition through the CLI's own materialize
+(:func:`benchmarks.dagster_runs.materialize_timed`: a child process, as ``make cluster`` runs it). Every
+repetition clusters a fresh
 partition holding the same images, so every run does the same work (nothing is reused). For each run it
 prints the wall time, the run's own duration (RUN_START to RUN_SUCCESS), the number of steps and of step
 processes, and per step the start overhead (the executor launching its process, STEP_WORKER_STARTING, to
 the step starting, STEP_START) and its time (STEP_START to STEP_SUCCESS), read from the instance's event log.
 
-    python benchmarks/bench_dagster_overhead.py                                   # this tree as it is
-    python benchmarks/bench_dagster_overhead.py --executor spawn forkserver in_process --repeat 5
+    python -m benchmarks.bench_dagster_overhead                                   # this tree as it is
+    python -m benchmarks.bench_dagster_overhead --executor spawn forkserver in_process --repeat 5
     mkdir /tmp/before && git archive HEAD | tar -x -C /tmp/before                 # an older tree ...
-    python benchmarks/bench_dagster_overhead.py --baseline /tmp/before --executor forkserver in_process
+    python -m benchmarks.bench_dagster_overhead --baseline /tmp/before --executor forkserver in_process
 
 ``--executor`` values go to the run config (``execution: {config: {mode: ...}}``, see
-``tac_pipeline.definitions.EXECUTOR_MODES``) of every ``--tree``; a ``--baseline`` tree runs with its own
-executor's defaults (for trees whose executor has no ``mode``).
+``tac_pipeline.defs.executors.local.EXECUTOR_MODES``) of every ``--tree``; a ``--baseline`` tree runs with
+its own executor's defaults (for trees whose executor has no ``mode``). A run of another tree starts in that
+tree, with it first on ``PYTHONPATH``, so that its child process imports that tree's package.
 Variants run interleaved (repetition 1 of each, then 2, ...) so that a load change hits them all alike;
 medians are reported. Not a test.
 """
@@ -27,12 +29,13 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO
+from benchmarks.dagster_runs import child_environment, latest_run_id, materialize_timed, open_home
+from benchmarks.inputs import link_tree, wordnet_vocabulary
 
 
 @dataclass
@@ -59,43 +62,43 @@ class RunStats:
 def prepare(work: Path, images: int) -> tuple[Path, Path]:
     """A data root (source images, WordNet cache) and a DAGSTER_HOME under ``work``."""
     from tac_pipeline.drops.demo import write_digits_drop
-    from tac_pipeline.encoders import wordnet
+    from tac_pipeline.encoders.wordnet import CACHE_FILE
+    from tac_pipeline.store.layout import cache_dir, drops_dir
 
     root, home = work / "data", work / "dagster_home"
-    (root / "drops").mkdir(parents=True)
+    drops_dir(root).mkdir(parents=True)
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     write_digits_drop(work / "source", limit=images)
-    cache = root / "cache" / wordnet.CACHE_FILE
+    cache = cache_dir(root) / CACHE_FILE
     cache.parent.mkdir(parents=True)
-    shipped = REPO / "data" / "cache" / wordnet.CACHE_FILE
+    shipped = cache_dir() / CACHE_FILE  # the configured data root's (./data by default)
     if shipped.is_file():
         shutil.copyfile(shipped, cache)
     else:
-        wordnet.load_noun_vocabulary(root, download=False)  # parses the system WordNet into the cache
+        wordnet_vocabulary(root)  # parses the system WordNet into the cache
     return root, home
 
 
 def environment(root: Path, home: Path, variant: Variant) -> dict[str, str]:
-    env = {
-        **os.environ,
+    """The run's child environment: the offline encoder on the CPU, the tree's package first on
+    ``PYTHONPATH`` (before the editable install of this checkout)."""
+    settings = {
         "DAGSTER_HOME": str(home),
         "TAC_DATA_DIR": str(root),
         "TAC_CLIP_MODEL": "tac-tiny",
         "TAC_CLIP_PRETRAINED": "none",
         "TAC_DEVICE": "cpu",
         "HF_HUB_OFFLINE": "1",
-        # the tree's package first (before the editable install of this checkout)
-        "PYTHONPATH": os.pathsep.join(p for p in (str(variant.tree), os.environ.get("PYTHONPATH")) if p),
     }
-    return env
+    return child_environment(settings, tree=variant.tree)
 
 
 def run_stats(instance, wall: float) -> RunStats:
     """Steps, processes and timings of the instance's latest run, from its event log."""
     from dagster import DagsterEventType
 
-    run_id = instance.get_runs(limit=1)[0].run_id
+    run_id = latest_run_id(instance)
     first: dict[DagsterEventType, dict[str, float]] = {}
     run_start = run_end = None
     for record in instance.all_logs(run_id):
@@ -173,13 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
 
-    from dagster import DagsterInstance
-
-    from tac_pipeline.defs.assets import DATASET_ASSETS, NOUN_ASSET
+    from tac_pipeline.defs.names import DATASET_ASSETS, NOUN_ASSET
     from tac_pipeline.defs.partitions import datasets_partitions
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from run import cli_materialize, link_tree
+    from tac_pipeline.store.layout import drop_path
 
     trees = [t.resolve() for t in (args.tree or [REPO])]
     variants = [Variant(t.resolve(), None) for t in args.baseline]
@@ -188,13 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         root, home = prepare(work, args.images)
         print(f"{args.images} images, {args.nouns} nouns, tac-tiny on CPU, {os.cpu_count()} CPUs; {load()}")
-        with DagsterInstance.from_config(str(home)) as instance:
+        with open_home(home) as instance:
             env = environment(root, home, variants[0])
-            seconds = cli_materialize(
-                env,
-                variants[0].tree,
+            seconds = materialize_timed(
                 [NOUN_ASSET],
-                config={"ops": {NOUN_ASSET: {"config": {"max_nouns": args.nouns}}}},
+                instance=instance,
+                env=env,
+                run_config={"ops": {NOUN_ASSET: {"config": {"max_nouns": args.nouns}}}},
+                cwd=variants[0].tree,
             )
             print(f"noun embeddings (untimed setup): {seconds:.1f} s")
             results: dict[int, list[RunStats]] = {i: [] for i in range(len(variants))}
@@ -203,13 +203,20 @@ def main(argv: list[str] | None = None) -> None:
                 for i, variant in enumerate(variants):
                     key = f"bench{counter:03d}"
                     counter += 1
-                    link_tree(work / "source", root / "drops" / key)
+                    link_tree(work / "source", drop_path(key, root))
                     instance.add_dynamic_partitions(datasets_partitions.name, [key])
                     config = (
                         {"execution": {"config": {"mode": variant.executor}}} if variant.executor else None
                     )
                     env = environment(root, home, variant)
-                    wall = cli_materialize(env, variant.tree, DATASET_ASSETS, key, config)
+                    wall = materialize_timed(
+                        DATASET_ASSETS,
+                        instance=instance,
+                        env=env,
+                        partition=key,
+                        run_config=config,
+                        cwd=variant.tree,
+                    )
                     stats = run_stats(instance, wall)
                     timed = repetition >= args.warmup
                     print(

@@ -5,7 +5,7 @@ Generates a drop of empty files (``--files`` in ``--folders`` class folders, lik
 :func:`watched_drop_manifest` on an unchanged, settled drop (a stat per folder: the sensor's usual tick).
 The page cache is warm (the files were just written); a network filesystem pays more per stat.
 
-    python benchmarks/bench_drop_scan.py --files 100000 --folders 1000
+    python -m benchmarks.bench_drop_scan --files 100000 --folders 1000
 """
 
 from __future__ import annotations

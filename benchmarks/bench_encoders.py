@@ -9,11 +9,12 @@ Measures, with the encoder of your choice:
    ``--nouns-file`` (one noun per line), else the WordNet vocabulary if it can be loaded offline, else
    synthetic nouns of WordNet-like length.
 
-    python benchmarks/bench_encoders.py --model tac-tiny                      # CPU smoke numbers
-    python benchmarks/bench_encoders.py --model ViT-B-32 --pretrained none    # GPU: random init, same speed
+    python -m benchmarks.bench_encoders --model tac-tiny                      # CPU smoke numbers
+    python -m benchmarks.bench_encoders --model ViT-B-32 --pretrained none    # GPU: random init, same speed
 
-Targets on an H100/H200 (issue 4): ≥ 5,000 images/s for CIFAR-sized PNGs, the noun ensemble in ≤ 20 s.
-Not a test. Heavy imports live in main(): the decoding workers re-import this script (spawn/forkserver).
+Targets on an H100/H200: ≥ 5,000 images/s for CIFAR-sized PNGs, the noun ensemble in ≤ 20 s.
+Not a test. Heavy imports live in the functions: the decoding workers re-import this module
+(spawn/forkserver).
 """
 
 from __future__ import annotations
@@ -25,51 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _smooth_images(count: int, size: tuple[int, int], seed: int):
-    """Photo-like test images (smooth colour fields plus grain), compressing like real ones."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    for _ in range(count):
-        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-        img = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
-        arr = np.asarray(img, dtype=np.int16) + rng.normal(0, 6, size=(height, width, 3)).astype(np.int16)
-        yield Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-def write_images(folder: Path, count: int, size: tuple[int, int], fmt: str, distinct: int = 64) -> list[Path]:
-    """``count`` files in ``folder`` (``distinct`` different images, repeated under different names)."""
-    import io
-
-    folder.mkdir(parents=True, exist_ok=True)
-    blobs = []
-    for img in _smooth_images(min(distinct, count), size, seed=count):
-        buf = io.BytesIO()
-        img.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-        blobs.append(buf.getvalue())
-    ext = ".jpg" if fmt == "JPEG" else ".png"
-    paths = []
-    for i in range(count):
-        path = folder / f"{i:07d}{ext}"
-        path.write_bytes(blobs[i % len(blobs)])
-        paths.append(path)
-    return paths
-
-
-def synthetic_nouns(count: int, seed: int = 0) -> list[str]:
-    """Nouns shaped like WordNet's first lemmas: 1–3 words (70/25/5 %), words of 3–11 letters."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    out = []
-    for _ in range(count):
-        n_words = rng.choice([1, 2, 3], p=[0.7, 0.25, 0.05])
-        out.append(" ".join("".join(rng.choice(letters, rng.integers(3, 12))) for _ in range(n_words)))
-    return out
+from benchmarks.inputs import WORDNET_NOUNS, synthetic_nouns, wordnet_vocabulary, write_images
 
 
 def load_nouns(args: argparse.Namespace) -> tuple[list[str], str]:
@@ -77,9 +34,7 @@ def load_nouns(args: argparse.Namespace) -> tuple[list[str], str]:
         nouns = [line.rstrip("\n") for line in Path(args.nouns_file).read_text(encoding="utf-8").splitlines()]
         return [n for n in nouns if n][: args.nouns], f"file {args.nouns_file}"
     try:
-        from tac_pipeline.encoders.wordnet import load_noun_vocabulary
-
-        frame = load_noun_vocabulary(args.data_dir, download=False)
+        frame = wordnet_vocabulary(args.data_dir)
         return list(dict.fromkeys(frame["noun"]))[: args.nouns], "WordNet"  # each distinct word once
     except Exception as exc:  # no WordNet here: synthetic strings of realistic length
         print(
@@ -160,7 +115,7 @@ def main() -> None:
     parser.add_argument(
         "--nouns",
         type=int,
-        default=119_034,
+        default=WORDNET_NOUNS,
         help="how many distinct nouns (119,034: every WordNet 3.0 noun lemma)",
     )
     parser.add_argument(
@@ -197,7 +152,7 @@ def main() -> None:
             print(json.dumps(results[-1]))
     if args.nouns:
         nouns, source = load_nouns(args)
-        results.append(bench_nouns(encoder, nouns, source, 119_034))
+        results.append(bench_nouns(encoder, nouns, source, WORDNET_NOUNS))
         print(json.dumps(results[-1]))
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": header, "results": results}, indent=1))

@@ -6,8 +6,8 @@ neighbour per modality with ``np.random.choice``; every step reads four losses b
 ``.item()``. Both loops here use the same data, kNN tables, model, losses, optimiser, device
 and number of epochs; the per-epoch test-set evaluation of the original is left out of both.
 
-    python benchmarks/bench_heads.py                       # N=50,000, d=512, K=10, 20 epochs
-    python benchmarks/bench_heads.py --n 10000 --epochs 5 --device cpu
+    python -m benchmarks.bench_heads                       # N=50,000, d=512, K=10, 20 epochs
+    python -m benchmarks.bench_heads --n 10000 --epochs 5 --device cpu
 
 Prints both wall times and their ratio (original / engine). Not a test.
 """

@@ -1,4 +1,4 @@
-"""How time and memory grow with N, per stage, projected to ImageNet-1K (N = 1,281,167) (issue 10).
+"""How time and memory grow with N, per stage, projected to ImageNet-1K (N = 1,281,167).
 
 Stages (``--stages`` picks some; default all):
 
@@ -19,9 +19,9 @@ generates first is reported separately (``data MiB``: RSS once the inputs exist)
 average is recorded with every point. The time of each stage is fitted as t = a * N^b on a log-log
 scale (b: the growth exponent) and projected to 1.28 M; peak memory is fitted linearly.
 
-    python benchmarks/bench_scaling.py                 # ~25 minutes on 2 cores
-    python benchmarks/bench_scaling.py --quick         # ~1.5 minute smoke run (projections meaningless)
-    python benchmarks/bench_scaling.py --stages knn_exact knn_approx --out scaling.json
+    python -m benchmarks.bench_scaling                 # ~25 minutes on 2 cores
+    python -m benchmarks.bench_scaling --quick         # ~1.5 minute smoke run (projections meaningless)
+    python -m benchmarks.bench_scaling --stages knn_exact knn_approx --out scaling.json
 
 Synthetic 512-wide vectors (ViT-B-32's width) that look like CLIP image embeddings: classes of ~1,280
 images (ImageNet's class size) grouped in super-classes, spread in a 64-dimensional subspace around
@@ -41,10 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for _folder in (REPO, REPO / "benchmarks"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
+from benchmarks import REPO
+from benchmarks.inputs import write_images
 
 IMAGENET_N = 1_281_167
 WIDTH = 512
@@ -94,6 +92,8 @@ QUICK_PLAN = [
     ("heads", 16_384, {"epochs": 1}),
 ]
 STAGES = ("embed", "kmeans", "knn_exact", "knn_approx", "heads")
+#: The module each point runs in, as ``python -m`` from the checkout's root (its worker mode, ``--point``).
+POINT_MODULE = "benchmarks.bench_scaling"
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,8 +171,6 @@ def _peak_mib() -> float:
 
 
 def point_embed(n: int, opts: dict) -> dict:
-    from bench_encoders import write_images
-
     from tac_pipeline.encoders import ClipEncoder, ImageRecord, encode_drop
 
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
@@ -324,11 +322,10 @@ def run_point(stage: str, n: int, opts: dict) -> dict:
 
 def measure(stage: str, n: int, opts: dict, timeout: float) -> dict:
     load_before = os.getloadavg()[0]
-    cmd = [sys.executable, __file__, "--point", stage, "--n", str(n), "--opts", json.dumps(opts)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", POINT_MODULE, "--point", stage, "--n", str(n), "--opts", json.dumps(opts)]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:
         return {"stage": stage, "n": n, "opts": opts, "error": f"over {timeout:.0f} s", "load": load_before}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -2,13 +2,13 @@
 
 Starts a local Dask scheduler and ``--workers`` single-threaded worker processes (as
 ``tac_pipeline_tests/test_distributed`` does), writes a drop of ``--images`` CIFAR-sized PNGs, and
-materializes only ``image_embeddings`` through ``dagster asset materialize`` with ``TAC_EXECUTOR=dask`` and
-``TAC_EMBED_SHARDS`` set to each value of ``--shards``; every run starts from an empty store (nothing to
-reuse). Prints wall time, speed-up over one shard, the images/s summed over shards and which worker ran
+materializes only the image embeddings through the CLI's own materialize
+(:func:`benchmarks.dagster_runs.materialize_timed`) with ``TAC_EXECUTOR=dask`` and ``TAC_EMBED_SHARDS`` set
+to each value of ``--shards``; every run starts from an empty store (nothing to reuse). Prints wall time, speed-up over one shard, the images/s summed over shards and which worker ran
 each shard.
 
-    python benchmarks/bench_sharded.py --images 4000 --workers 2 --shards 1 2
-    python benchmarks/bench_sharded.py --model ViT-B-32 --pretrained none --device cuda ...  # on GPU workers
+    python -m benchmarks.bench_sharded --images 4000 --workers 2 --shards 1 2
+    python -m benchmarks.bench_sharded --model ViT-B-32 --pretrained none --device cuda ...  # on GPU workers
 
 Not a test: the numbers depend on cores, disks and the model.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.dagster_runs import child_environment, materialize_timed, open_home
+from benchmarks.inputs import write_cifar_drop
 
 
 def start_cluster(folder: Path, workers: int, env: dict[str, str]):
@@ -70,19 +70,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(HERE))
-    from dagster import AssetKey, DagsterInstance
-    from run import write_cifar_drop
+    from tac_pipeline.cli.cluster import ClusterError
+    from tac_pipeline.defs.names import IMAGE_ASSET, IMAGE_ASSET_KEY
+    from tac_pipeline.defs.partitions import datasets_partitions
+    from tac_pipeline.store.layout import drop_path, store_dir
 
+    dataset = "bench"
     root = Path(tempfile.mkdtemp(prefix="tac-bench-sharded-"))
     try:
         data = root / "data"
-        write_cifar_drop(data / "drops" / "bench", args.images, 0, 10)
+        write_cifar_drop(drop_path(dataset, data), args.images, 0, 10)
         home = root / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        env = {
-            **os.environ,
+        settings = {
             "TAC_DATA_DIR": str(data),
             "TAC_CLIP_MODEL": args.model,
             "TAC_CLIP_PRETRAINED": args.pretrained,
@@ -90,38 +91,39 @@ def main() -> None:
             "DAGSTER_HOME": str(home),
             "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
         }
-        with DagsterInstance.from_config(str(home)) as instance:
-            instance.add_dynamic_partitions("datasets", ["bench"])
-        print(f"{args.images} PNGs, {args.workers} Dask workers, model {args.model}, device {args.device}")
-        print(f"{'shards':>6} {'wall s':>8} {'speed-up':>8} {'img/s (sum)':>11}  workers")
-        base = None
-        for shards in args.shards:
-            shutil.rmtree(data / "store", ignore_errors=True)
-            worker_env = {**env, "TAC_EMBED_SHARDS": str(shards)}
-            address, procs = start_cluster(root / f"cluster{shards}", args.workers, worker_env)
-            try:
-                run_env = {**worker_env, "TAC_EXECUTOR": "dask", "TAC_DASK_SCHEDULER": address}
-                command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tac_pipeline.definitions",
-                           "--select", "image_embeddings", "--partition", "bench"]  # fmt: skip
-                start = time.perf_counter()
-                done = subprocess.run(command, env=run_env, capture_output=True, text=True)
-                wall = time.perf_counter() - start
-                if done.returncode:
-                    raise SystemExit(done.stderr[-3000:])
-            finally:
-                for proc in procs:
-                    proc.terminate()
-                for proc in procs:
-                    proc.wait(timeout=30)
-            with DagsterInstance.from_config(str(home)) as instance:
-                event = instance.get_latest_materialization_event(AssetKey("image_embeddings"))
-                metadata = event.asset_materialization.metadata
-            workers = metadata["shard_workers"].value if "shard_workers" in metadata else ["(one step)"]
-            base = base or wall
+        with open_home(home) as instance:
+            instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
             print(
-                f"{shards:>6} {wall:>8.1f} {base / wall:>7.2f}x {metadata['images_per_second'].value:>11.0f}  "
-                f"{len(set(workers))} distinct: {', '.join(sorted(set(workers)))}"
+                f"{args.images} PNGs, {args.workers} Dask workers, model {args.model}, device {args.device}"
             )
+            print(f"{'shards':>6} {'wall s':>8} {'speed-up':>8} {'img/s (sum)':>11}  workers")
+            base = None
+            for shards in args.shards:
+                shutil.rmtree(store_dir(data), ignore_errors=True)
+                worker_settings = {**settings, "TAC_EMBED_SHARDS": str(shards)}
+                worker_env = child_environment(worker_settings)
+                address, procs = start_cluster(root / f"cluster{shards}", args.workers, worker_env)
+                try:
+                    run_env = child_environment(
+                        {**worker_settings, "TAC_EXECUTOR": "dask", "TAC_DASK_SCHEDULER": address}
+                    )
+                    wall = materialize_timed([IMAGE_ASSET], instance=instance, env=run_env, partition=dataset)
+                except ClusterError as exc:
+                    raise SystemExit(str(exc)) from None
+                finally:
+                    for proc in procs:
+                        proc.terminate()
+                    for proc in procs:
+                        proc.wait(timeout=30)
+                event = instance.get_latest_materialization_event(IMAGE_ASSET_KEY)
+                metadata = event.asset_materialization.metadata
+                workers = metadata["shard_workers"].value if "shard_workers" in metadata else ["(one step)"]
+                base = base or wall
+                print(
+                    f"{shards:>6} {wall:>8.1f} {base / wall:>7.2f}x "
+                    f"{metadata['images_per_second'].value:>11.0f}  "
+                    f"{len(set(workers))} distinct: {', '.join(sorted(set(workers)))}"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download the wheels benchmarks/run.py needs on the GPU machine (Python 3.12, x86-64, no network), into
+# Download the wheels `python -m benchmarks.run` needs on the GPU machine (Python 3.12, x86-64, no network), into
 # .whl/ (git-ignored; WHL_DIR overrides). The machine already has torch, torchvision, numpy, pandas, pyarrow,
 # Pillow, scipy, scikit-learn, matplotlib, regex, tqdm, timm, huggingface-hub and safetensors.
 #

@@ -21,6 +21,7 @@ variable                    meaning                                             
 ``DAGSTER_HOME``            the Dagster instance (runs, event logs, schedules)                     ``./.dagster_home``
 ``WNSEARCHDIR``             a WordNet 3.0 ``dict`` folder, searched before the system ones         none
 ``NLTK_DATA``               more folders where nltk's corpora may be                               none
+``VERBOSE``                 the commands also print Dagster's event stream (``-v``)                 off
 ==========================  =====================================================================  ===========
 
 A bad value raises :class:`ConfigError` naming the variable, the value and what it accepts.
@@ -102,6 +103,8 @@ class TacConfig:
     wordnet_dirs: tuple[Path, ...] = tuple(Path(d) for d in SYSTEM_WORDNET_DIRS)
     #: Folders from ``$NLTK_DATA`` (nltk's own search path comes on top of these).
     nltk_data: tuple[Path, ...] = ()
+    #: The commands print Dagster's event stream too (``VERBOSE=1`` or ``-v``), not only one line per step.
+    verbose: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TacConfig:
@@ -120,6 +123,7 @@ class TacConfig:
             )
             + tuple(Path(d) for d in SYSTEM_WORDNET_DIRS),
             nltk_data=tuple(Path(p) for p in _text(env, "NLTK_DATA").split(os.pathsep) if p),
+            verbose=_flag(env, "VERBOSE"),
         )
 
     def with_encoder(self, model: str | None = None, pretrained: str | None = None) -> TacConfig:

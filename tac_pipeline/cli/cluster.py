@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
+from tac_pipeline.cli.progress import RunFollower
 from tac_pipeline.common.tables import read_parquet
 from tac_pipeline.config import TacConfig
 from tac_pipeline.defs.names import DATASET_ASSETS, IMAGE_ASSET, NOUN_ASSET
 from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.runs.child import Stopped, run_child
 from tac_pipeline.runs.home import open_instance
-from tac_pipeline.store.layout import drop_path
+from tac_pipeline.store.layout import command_log, drop_path
 
 
 class ClusterError(RuntimeError):
@@ -30,44 +32,81 @@ def _instance():
     return open_instance()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
 
 
-def _failure_message(instance, run_ids_before: set[str]) -> str:
-    """The error of the failing step(s) of the runs this command started."""
-    from dagster import DagsterEventType, DagsterRunStatus
+#: The tag by which a command finds the run its child process created.
+COMMAND_TAG = "tac/command"
+
+
+def _failure_message(instance, run_id: str | None) -> str:
+    """The error of the failing step(s) of the run ``run_id``."""
+    from dagster import DagsterEventType
 
     messages = []
-    for run in instance.get_runs(limit=5):
-        if run.run_id in run_ids_before or run.status != DagsterRunStatus.FAILURE:
-            continue
-        for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
-            event = record.dagster_event
-            error = event.step_failure_data.error if event and event.step_failure_data else None
-            detail = error.message.strip() if error else record.message
-            if error and error.cause:  # Dagster wraps the user's exception; its text is the useful part
-                detail = error.cause.message.strip()
-            messages.append(f"step {event.step_key if event else '?'} failed: {detail}")
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE) if run_id else []:
+        event = record.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        detail = error.message.strip() if error else record.message
+        if error and error.cause:  # Dagster wraps the user's exception; its text is the useful part
+            detail = error.cause.message.strip()
+        messages.append(f"step {event.step_key if event else '?'} failed: {detail}")
     return "\n".join(messages) or "the run failed (see the Dagster UI or the log above)"
 
 
+def _run_tagged(instance, token: str) -> str | None:
+    from dagster import RunsFilter
+
+    runs = instance.get_runs(filters=RunsFilter(tags={COMMAND_TAG: token}), limit=1)
+    return runs[0].run_id if runs else None
+
+
 def materialize(
-    selection: list[str], partition: str | None, env: dict[str, str], instance, run_config: dict | None = None
+    selection: list[str],
+    partition: str | None,
+    env: dict[str, str],
+    instance,
+    run_config: dict | None = None,
+    *,
+    verbose: bool = False,
 ) -> None:
-    before = {run.run_id for run in instance.get_runs(limit=5)}
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tac_pipeline.definitions"]
-    command += ["--select", ",".join(selection)]
+    """Materialize the assets ``selection`` (for ``partition``) in a child process (:mod:`tac_pipeline.cli.launch`)
+    recorded in ``instance``, printing one line per finished step (all of Dagster's events with ``verbose``);
+    :class:`ClusterError` with the failing step's message first when it fails."""
+    token = uuid.uuid4().hex
+    command = [sys.executable, "-m", "tac_pipeline.cli.launch", "--select", ",".join(selection)]
+    command += ["--tag", f"{COMMAND_TAG}={token}"]
     if run_config:
         command += ["--config-json", json.dumps(run_config)]
     if partition is not None:
         command += ["--partition", partition]
+    if verbose:
+        command.append("--verbose")
+    follower = RunFollower(instance, lambda: _run_tagged(instance, token))
+    log = None if verbose else command_log(instance.root_directory, token)
     started = time.time()
-    try:
-        returncode = run_child(command, env)  # a list, never a shell: keys stay plain arguments
+    try:  # a list, never a shell: keys stay plain arguments
+        returncode = run_child(command, env, tick=follower.poll, output=log)
     except Stopped as stopped:
         from tac_pipeline.runs.child import stop_leftover_run
 
         stopped.outcome = stop_leftover_run(instance, stopped, partition, started)
         raise
+    finally:
+        follower.close()
     if returncode != 0:
-        raise ClusterError(_failure_message(instance, before))
+        message = "\n".join(follower.failures) or _failure_message(instance, follower.run_id)
+        if log is not None and not follower.failures:
+            message += "\n" + _tail(log)
+        raise ClusterError(message)
+    if log is not None:
+        log.unlink(missing_ok=True)
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    """The last lines the run's process printed, and where all of them are."""
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join([f"The run's process printed (all of it: {log}):", *text[-lines:]])
 
 
 def _needs_noun_run(instance, config: TacConfig, dataset: str, drop: Path) -> bool:
@@ -111,13 +150,12 @@ def skipped_summary(instance, dataset: str, since: float | None = None) -> str |
 def chosen_k_summary(instance, dataset: str, since: float | None = None) -> str | None:
     """The K that ``n_clusters = "auto"`` chose in the last run of ``dataset``, why and how to pin it, as the
     UI shows it on ``counterparts``; None when K was given (or that materialization predates ``since``)."""
-    from tac_pipeline.defs.io_managers import latest_metadata
     from tac_pipeline.defs.names import COUNTERPARTS_ASSET
+    from tac_pipeline.store.records import latest_materialization
 
-    chosen = (latest_metadata(instance, COUNTERPARTS_ASSET, dataset, since=since) or {}).get(
-        "n_clusters_chosen"
-    )
-    return chosen.value.replace("**", "") if chosen is not None else None
+    latest = latest_materialization(instance, COUNTERPARTS_ASSET, dataset, since=since)
+    chosen = latest.value("n_clusters_chosen") if latest is not None else None
+    return chosen.replace("**", "") if chosen is not None else None
 
 
 def cluster(dataset: str, config: TacConfig, *, max_nouns: int | None = None) -> str:
@@ -151,11 +189,11 @@ def _cluster(instance, dataset: str, drop: Path, config: TacConfig, max_nouns: i
             if (max_nouns is not None and uses_shared_nouns(drop)) or _needs_noun_run(
                 instance, config, dataset, drop
             ):
-                config = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
-                materialize([NOUN_ASSET], None, env, instance, config)
+                nouns = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
+                materialize([NOUN_ASSET], None, env, instance, nouns, verbose=config.verbose)
             started = time.time()
             try:
-                materialize(list(DATASET_ASSETS), dataset, env, instance)
+                materialize(list(DATASET_ASSETS), dataset, env, instance, verbose=config.verbose)
             finally:
                 summary = skipped_summary(instance, dataset, since=started)
                 if summary:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from tac_pipeline.cli.cluster import ClusterError, _instance, _stored_metrics, cluster
 from tac_pipeline.config import ConfigError, TacConfig
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default openai)")
         command.add_argument(
+            "-v", "--verbose", action="store_true", help="print Dagster's event stream too (or VERBOSE=1)"
+        )
+        command.add_argument(
             "--max-nouns",
             type=int,
             default=None,
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = TacConfig.from_env().with_encoder(args.model, args.pretrained)
+        if args.verbose:
+            config = replace(config, verbose=True)
     except ConfigError as exc:
         print(f"\nconfiguration error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -69,15 +71,36 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def run_child(command: list[str], env: dict[str, str], *, grace_seconds: float = STOP_GRACE_SECONDS) -> int:
-    """Run ``command`` (a list, never a shell) in its own process group; its exit code.
+def run_child(
+    command: list[str],
+    env: dict[str, str],
+    *,
+    grace_seconds: float = STOP_GRACE_SECONDS,
+    tick: Callable[[], None] | None = None,
+    output: Path | None = None,
+) -> int:
+    """Run ``command`` (a list, never a shell) in its own process group; its exit code. ``tick`` is called
+    while it runs (about every 0.2 s) and once after it ended: the caller shows the run's progress there.
+    ``output``: a file that gets the child's stdout and stderr (None: this process's own).
 
     SIGINT or SIGTERM to this process interrupts the group (SIGINT, which Dagster turns into a clean stop of
     the run), kills it after ``grace_seconds`` or at a second signal, waits until no process of the group is
     left and raises :class:`Stopped`. The previous signal handlers are restored on return.
     """
     parent = os.getpid()
-    process = subprocess.Popen(command, env=env, process_group=0, preexec_fn=lambda: _child_setup(parent))
+    sink = open(output, "ab") if output is not None else None  # noqa: SIM115 - closed below
+    try:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            process_group=0,
+            preexec_fn=lambda: _child_setup(parent),
+            stdout=sink,
+            stderr=subprocess.STDOUT if sink is not None else None,
+        )
+    finally:
+        if sink is not None:
+            sink.close()  # the child holds its own descriptor
     received: list[int] = []
 
     def forward(signum, _frame) -> None:
@@ -93,6 +116,8 @@ def run_child(command: list[str], env: dict[str, str], *, grace_seconds: float =
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if tick is not None and not received:
+                tick()
             if received and deadline is None:
                 deadline = time.monotonic() + grace_seconds
             if deadline is not None and time.monotonic() > deadline:
@@ -105,6 +130,8 @@ def run_child(command: list[str], env: dict[str, str], *, grace_seconds: float =
                 _kill_group(process.pid, signal.SIGKILL)
                 time.sleep(0.1)
             raise Stopped(received[0], process.pid)
+        if tick is not None:
+            tick()
         return code
     finally:
         for sig, handler in previous.items():

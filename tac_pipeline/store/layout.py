@@ -14,7 +14,8 @@ Layout under the root (see ``data/README.md``)::
     nltk_data/                            an nltk-readable WordNet built from the system database when needed
     downloads/<dataset>/                  archives ``make reproduce`` downloaded
 
-and, beside the Dagster instance, ``$DAGSTER_HOME/locks/`` (:func:`locks_dir`). The data root itself comes
+and, beside the Dagster instance, ``$DAGSTER_HOME/locks/`` (:func:`locks_dir`) and ``$DAGSTER_HOME/logs/``
+(:func:`command_log`). The data root itself comes
 from :mod:`tac_pipeline.config` when no folder is given.
 """
 
@@ -124,3 +125,13 @@ def locks_dir(dagster_home: PathLike) -> Path:
     folder = Path(dagster_home) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def command_log(dagster_home: PathLike, token: str) -> Path:
+    """``$DAGSTER_HOME/logs/<token>.log``: what a command's run process printed (Dagster's console, warnings),
+    kept when the run fails, so that the terminal shows one line per step."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", token):
+        raise ValueError(f"{token!r} is not a log name")
+    folder = Path(dagster_home) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{token}.log"

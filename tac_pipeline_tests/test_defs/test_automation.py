@@ -44,7 +44,7 @@ def age(path, seconds: float = 120.0) -> None:
 
 @pytest.fixture
 def automation(data_dir):
-    defs = build_definitions(data_dir, encoder=tiny_encoder(), device="cpu")
+    defs = build_definitions(data_dir=data_dir, encoder=tiny_encoder(), device="cpu")
     sensor = build_drops_sensor(settle_seconds=SETTLE)
     schedule = build_recluster_schedule(settle_seconds=SETTLE)
     with instance_for_test() as instance:

@@ -182,6 +182,7 @@ def embed_part(
                 logger=log,
                 resize=resize,
                 content_hashes=[hashes[i] for i in plan.encode],  # each file is hashed once per run
+                progress_every=PROGRESS_SECONDS,  # "decoded n/N images": the command's progress bar
             )
         for j, index in enumerate(encoded.indices):
             rows[positions[plan.encode[int(index)]]] = (encoded.content_hashes[j], encoded.embeddings[j])
@@ -202,6 +203,23 @@ def embed_part(
         seconds=seconds,
         worker=_worker_name(),
     )
+
+
+#: How often a long embedding logs its progress (the command line draws its progress bar from these lines).
+PROGRESS_SECONDS = 2.0
+
+
+def _every(seconds: float, log):
+    """``progress(done, total)`` that logs "embedded n/N nouns" at most every ``seconds`` (and at the end)."""
+    last = [time.perf_counter()]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= seconds or done == total:
+            last[0] = now
+            log.info(f"embedded {done:,}/{total:,} nouns")
+
+    return progress
 
 
 def resize_label(resize: int | None) -> str:
@@ -406,7 +424,7 @@ def build_embedding_assets(
         start = time.perf_counter()
         with compute_device.acquire(context.log) as device:
             encoder = clip_encoder.build(device)
-            unique_embeddings = encoder.encode_nouns(list(texts))
+            unique_embeddings = encoder.encode_nouns(list(texts), progress=_every(PROGRESS_SECONDS, context.log))
         seconds = time.perf_counter() - start
         table = pa.table(
             {

@@ -41,7 +41,7 @@ def _failure_text(result) -> str:
 @pytest.fixture
 def materialized(data_dir):
     write_toy_drop(data_dir / "drops" / KEY, train=3, test=1)
-    defs = build_definitions(data_dir, encoder=tiny_encoder(), device="cpu")
+    defs = build_definitions(data_dir=data_dir, encoder=tiny_encoder(), device="cpu")
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(datasets_partitions.name, [KEY])
         assert _run_embeddings(defs, instance).success
