@@ -15,7 +15,7 @@ export DATASET MODEL PRETRAINED SOURCE VERBOSE
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test lint demo cluster reproduce ui clean-store
+.PHONY: install test lint demo cluster reproduce ui
 
 install: $(STAMP)
 

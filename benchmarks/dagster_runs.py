@@ -44,12 +44,14 @@ def child_environment(settings: Mapping[str, str], tree: Path = REPO) -> dict[st
 
 def open_home(home: Path):
     """The Dagster instance at ``home`` (created), made this process's ``DAGSTER_HOME`` first; the
-    ``dagster.yaml`` a benchmark writes there configures it and the runs' child processes alike."""
+    ``dagster.yaml`` a benchmark writes there configures it and the runs' child processes alike (an empty
+    one, Dagster's defaults, where it wrote none)."""
     from dagster import DagsterInstance
 
     from tac_pipeline.config import use_dagster_home
 
     home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
     use_dagster_home(home)
     return DagsterInstance.get()
 
@@ -85,8 +87,11 @@ def materialize_timed(
 ) -> float:
     """Seconds of one run of ``selection`` (asset names) through the CLI's own materialize, in a child
     process with ``env`` (see :func:`child_environment`), recorded in ``instance``; ``cwd``: the working
-    directory meanwhile (a ``--tree`` run's checkout). The run's output goes to a log file, not to the
-    benchmark's; a failure raises ``ClusterError`` with the failing step's message and the log's tail."""
+    directory meanwhile (a ``--tree`` run's checkout).
+
+    What the run prints here (its progress lines, any output of the child) goes to a temporary log, not to
+    the benchmark's output; a failure raises ``ClusterError`` with the failing step's message and that log's
+    tail."""
     from tac_pipeline.cli.cluster import ClusterError, materialize
 
     with tempfile.TemporaryDirectory(prefix="tac_bench_run_") as tmp:
@@ -97,9 +102,11 @@ def materialize_timed(
                 materialize(list(selection), partition, dict(env), instance, run_config)
                 return time.perf_counter() - start
         except ClusterError as exc:
-            tail = log.read_text(encoding="utf-8", errors="replace")[-OUTPUT_TAIL:]
+            printed = log.read_text(encoding="utf-8", errors="replace")[-OUTPUT_TAIL:].strip()
+            if not printed:
+                raise
             raise ClusterError(
-                f"{exc}\n--- the run's output, last {OUTPUT_TAIL} characters ---\n{tail}"
+                f"{exc}\n--- printed while it ran (last {OUTPUT_TAIL} characters) ---\n{printed}"
             ) from None
 
 

@@ -45,8 +45,6 @@ VOCABULARIES = ("lemmas", "synsets")
 DEFAULT_CRON = "0 2 * * *"
 #: The variables that choose the encoder: when any is set, the demo uses exactly that encoder.
 ENCODER_VARIABLES = ("TAC_CLIP_MODEL", "TAC_CLIP_PRETRAINED", "TAC_CLIP_CHECKPOINT")
-#: System WordNet 3.0 databases: Debian/Ubuntu's ``wordnet-base``, then Princeton's own ``make install``.
-SYSTEM_WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/WordNet-3.0/dict")
 
 
 class ConfigError(ValueError):
@@ -99,8 +97,8 @@ class TacConfig:
     recluster_cron: str = DEFAULT_CRON
     deployment: Deployment = field(default_factory=Deployment)
     dagster_home: Path = Path(".dagster_home")
-    #: Where a system WordNet database may be: ``$WNSEARCHDIR`` first, then :data:`SYSTEM_WORDNET_DIRS`.
-    wordnet_dirs: tuple[Path, ...] = tuple(Path(d) for d in SYSTEM_WORDNET_DIRS)
+    #: A WordNet 3.0 ``dict`` folder searched before the system ones (``$WNSEARCHDIR``).
+    wordnet_dir: Path | None = None
     #: Folders from ``$NLTK_DATA`` (nltk's own search path comes on top of these).
     nltk_data: tuple[Path, ...] = ()
     #: The commands print Dagster's event stream too (``VERBOSE=1`` or ``-v``), not only one line per step.
@@ -118,10 +116,7 @@ class TacConfig:
             recluster_cron=_cron(env),
             deployment=_deployment(env),
             dagster_home=Path(_text(env, "DAGSTER_HOME") or ".dagster_home").expanduser().absolute(),
-            wordnet_dirs=tuple(
-                Path(d) for d in ([_text(env, "WNSEARCHDIR")] if _text(env, "WNSEARCHDIR") else [])
-            )
-            + tuple(Path(d) for d in SYSTEM_WORDNET_DIRS),
+            wordnet_dir=Path(_text(env, "WNSEARCHDIR")) if _text(env, "WNSEARCHDIR") else None,
             nltk_data=tuple(Path(p) for p in _text(env, "NLTK_DATA").split(os.pathsep) if p),
             verbose=_flag(env, "VERBOSE"),
         )

@@ -49,7 +49,7 @@ def build_definitions(
         "io_manager": ParquetIOManager(base_dir=str(store_dir(data_dir))),
         "tac_data": TacDataResource(
             data_dir=str(data_dir),
-            wordnet_dirs=[str(d) for d in config.wordnet_dirs],
+            wordnet_dir=str(config.wordnet_dir) if config.wordnet_dir else None,
             nltk_data=[str(d) for d in config.nltk_data],
         ),
         "clip_encoder": encoder,

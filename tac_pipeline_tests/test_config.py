@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tac_pipeline.config import ConfigError, Deployment, TacConfig
@@ -20,7 +18,7 @@ def test_defaults_need_no_environment(tmp_path, monkeypatch):
     )
     assert config.device == "auto" and config.noun_vocabulary == "lemmas"
     assert config.recluster_cron == "0 2 * * *" and config.deployment == Deployment()
-    assert config.wordnet_dirs[0] == Path("/usr/share/wordnet") and config.nltk_data == ()
+    assert config.wordnet_dir is None and config.nltk_data == () and not config.verbose
 
 
 def test_every_variable_is_read(tmp_path):
@@ -41,6 +39,7 @@ def test_every_variable_is_read(tmp_path):
         "DAGSTER_HOME": str(tmp_path / "home"),
         "WNSEARCHDIR": str(tmp_path / "dict"),
         "NLTK_DATA": f"{tmp_path / 'a'}:{tmp_path / 'b'}",
+        "VERBOSE": "1",
     }
     config = TacConfig.from_env(env)
     assert config.data_dir == tmp_path / "root" and config.dagster_home == tmp_path / "home"
@@ -54,10 +53,8 @@ def test_every_variable_is_read(tmp_path):
     assert config.device == "cuda:1" and config.noun_vocabulary == "synsets"
     assert config.recluster_cron == "*/15 * * * *"
     assert config.deployment == Deployment("dask", "tcp://10.0.0.1:8786", 4, True, 8)
-    assert config.wordnet_dirs[0] == tmp_path / "dict" and config.nltk_data == (
-        tmp_path / "a",
-        tmp_path / "b",
-    )
+    assert config.wordnet_dir == tmp_path / "dict" and config.nltk_data == (tmp_path / "a", tmp_path / "b")
+    assert config.verbose
 
 
 @pytest.mark.parametrize(

@@ -120,9 +120,10 @@ def _needs_noun_run(instance, config: TacConfig, dataset: str, drop: Path) -> bo
 
 def _stored_metrics(instance, dataset: str):
     """The dataset's metrics table, read from where its materialization recorded it."""
+    from tac_pipeline.defs.names import METRICS_ASSET
     from tac_pipeline.store.records import read_stored_table
 
-    return read_stored_table(instance, "metrics", dataset)
+    return read_stored_table(instance, METRICS_ASSET, dataset)
 
 
 def skipped_summary(instance, dataset: str, since: float | None = None) -> str | None:

@@ -61,7 +61,7 @@ def _prepare_demo(config: TacConfig) -> TacConfig | None:
     if chosen.fallback_notice:
         print(chosen.fallback_notice)
     try:
-        provision.ensure_wordnet(config.data_dir)
+        provision.ensure_wordnet(config.data_dir, config=config)
     except WordNetUnavailableError as exc:
         print(f"\n{exc}", file=sys.stderr)
         return None

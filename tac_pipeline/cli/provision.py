@@ -60,13 +60,23 @@ def ensure_wordnet(
     nltk_paths: Sequence[str | os.PathLike[str]] | None = None,
     system_dirs: Sequence[str | os.PathLike[str]] | None = None,
     say: Callable[[str], None] = print,
+    config: TacConfig | None = None,
 ) -> int:
     """Make the WordNet noun vocabulary loadable offline (parsed and cached under the data root); return its
-    row count. Raises :class:`~tac_pipeline.encoders.wordnet.WordNetUnavailableError` (every remedy named)
+    row count. ``config`` (default: the environment's) gives ``$WNSEARCHDIR`` and ``$NLTK_DATA``. Raises :class:`~tac_pipeline.encoders.wordnet.WordNetUnavailableError` (every remedy named)
     when no source works and nothing could be installed."""
 
+    settings = config or TacConfig.from_env()
+
     def load(download: bool) -> int:
-        vocabulary = wordnet_nouns(data_dir, nltk_paths=nltk_paths, system_dirs=system_dirs, download=download)
+        vocabulary = wordnet_nouns(
+            data_dir,
+            wordnet_dir=settings.wordnet_dir,
+            nltk_data=settings.nltk_data,
+            nltk_paths=nltk_paths,
+            system_dirs=system_dirs,
+            download=download,
+        )
         return len(vocabulary)
 
     try:

@@ -30,7 +30,8 @@ NOUN_ASSET = "wordnet_noun_embeddings"
 IMAGE_ASSET = "image_embeddings"
 
 
-COUNTERPARTS_ASSET = "counterparts"  # where n_clusters = "auto" records the K it chose
+COUNTERPARTS_ASSET = "counterparts"
+METRICS_ASSET = "metrics"  # what the command line prints after a run  # where n_clusters = "auto" records the K it chose
 
 
 #: The assets partitioned by dataset: everything but the shared noun embeddings.

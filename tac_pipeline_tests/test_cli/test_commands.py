@@ -137,6 +137,7 @@ def test_demo_offline_falls_back_to_the_smoke_model_and_cluster_does_not(
     empty weights cache): one line says so, the smoke model clusters the digits, and a banner above and below
     the metrics says they mean nothing. ``make cluster`` on the same drop fails clearly instead."""
     from tac_pipeline.cli import commands, provision
+    from tac_pipeline.config import ENCODER_VARIABLES
     from tac_pipeline.encoders.clip import weights
 
     def unreachable(url, timeout):
@@ -145,7 +146,7 @@ def test_demo_offline_falls_back_to_the_smoke_model_and_cluster_does_not(
     monkeypatch.setattr(weights, "reachable", unreachable)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
     monkeypatch.setattr(provision, "reachable", unreachable)
-    for name in ("HF_HUB_OFFLINE", *provision.ENCODER_SETTINGS):
+    for name in ("HF_HUB_OFFLINE", *ENCODER_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TAC_DATA_DIR", str(data_dir))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
@@ -153,7 +154,12 @@ def test_demo_offline_falls_back_to_the_smoke_model_and_cluster_does_not(
     monkeypatch.setenv("TAC_EXECUTOR", "in_process")
     (tmp_path / "home").mkdir()
     assert commands.main(["demo", "--max-nouns", "200"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # A terminal a person can read: one line per step, then the metrics, at most 40 lines in all.
+    assert len(out.splitlines()) + len(err.splitlines()) <= 40, out + err
+    steps = [line for line in out.splitlines() if line.startswith(("image_embeddings ", "metrics "))]
+    assert len(steps) == 2 and "1,797 images, 1,797 encoded, 0 skipped" in steps[0]
+    assert "DEBUG" not in out + err and "SupersessionWarning" not in out + err and "Telemetry" not in out + err
     notice = [line for line in out.splitlines() if "continuing with the smoke model tac-tiny" in line]
     assert len(notice) == 1 and "cannot be reached (simulated: no network)" in notice[0]
     banner = provision.random_weights_banner()

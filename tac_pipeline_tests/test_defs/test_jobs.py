@@ -7,62 +7,13 @@ sensor tick down or deadlock an import.
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from tac_pipeline.defs.jobs import JOBS, cluster_dataset_job, drops_job
 from tac_pipeline.defs.names import ASSET_NAMES, DATASET_ASSETS, NOUN_ASSET
-
-PACKAGE = Path(__file__).resolve().parents[2] / "tac_pipeline"
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def package_imports() -> dict[str, set[str]]:
-    """Every module of the package and the package modules it imports anywhere in its body."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*anchor, base] if base else anchor)
-                targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names)
-        graph[name] = {t for t in targets if t in modules}
-    return graph
-
-
-def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        module = todo.pop()
-        for parent in _parents(module):  # importing a.b.c runs a/__init__ and a/b/__init__ first
-            if parent in graph and parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-        for target in graph.get(module, ()):
-            if target not in seen:
-                seen.add(target)
-                todo.append(target)
-    return seen
-
-
-def _parents(module: str) -> list[str]:
-    parts = module.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
+from tac_pipeline_tests.test_architecture import package_imports, reachable
 
 
 def test_automation_and_jobs_reach_no_asset_module_statically():

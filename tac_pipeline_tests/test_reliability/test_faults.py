@@ -216,7 +216,7 @@ def test_missing_model_fails_the_step_clearly_and_keeps_what_is_stored(world, tm
 def test_missing_wordnet_fails_the_step_clearly_and_keeps_what_is_stored(world, tmp_path, monkeypatch):
     cache = world.root / "cache" / wordnet.CACHE_FILE
     hidden = cache.with_name("hidden-" + cache.name)
-    monkeypatch.setattr(wordnet, "_nltk_search_path", lambda: [str(tmp_path / "no_nltk_data")])
+    monkeypatch.setattr(wordnet, "default_nltk_paths", lambda: [str(tmp_path / "no_nltk_data")])
     monkeypatch.setattr(wordnet, "_nltk_download", lambda folder, timeout: "simulated: network unreachable")
     monkeypatch.setattr(wordnet, "system_wordnet_dirs", lambda: [tmp_path / "no_wordnet"])
     before = snapshot(world.root, world.instance, _everything())

@@ -27,16 +27,17 @@ from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from tac_pipeline.defs.assets.lineage import lineage
-from tac_pipeline.runs import dead, home, turn
+from tac_pipeline.runs import dead, turn
+from tac_pipeline.runs import home as run_home
 from tac_pipeline_tests.conftest import write_toy_drop
 
-PARTITION = home.PARTITION_TAG
+PARTITION = run_home.PARTITION_TAG
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    return home.dagster_home()
+    return run_home.dagster_home()
 
 
 @pytest.fixture
@@ -74,8 +75,8 @@ def _status(instance, run) -> DagsterRunStatus:
 
 
 def test_shipped_dagster_yaml_lets_the_queue_launch_one_run_per_dataset(home, instance):
-    assert (home / "dagster.yaml").read_bytes() == home.INSTANCE_CONFIG.read_bytes()
-    assert home.missing_partition_limit(instance) is None
+    assert (home / "dagster.yaml").read_bytes() == run_home.INSTANCE_CONFIG.read_bytes()
+    assert run_home.missing_partition_limit(instance) is None
     assert isinstance(instance.run_launcher, dead.LocalRunLauncher) and instance.run_monitoring_enabled
     create_run_for_test(
         instance, status=DagsterRunStatus.STARTED, tags={PARTITION: "pets"}
@@ -95,11 +96,11 @@ def test_a_dagster_yaml_already_there_is_kept_and_a_missing_limit_is_named(tmp_p
     own.parent.mkdir()
     own.write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(own.parent))
-    home.dagster_home()
+    run_home.dagster_home()
     assert own.read_text() == "telemetry:\n  enabled: false\n"
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(own.parent))) as instance:
-        problem = home.missing_partition_limit(instance)
-    assert str(own) in problem and "concurrency" in problem and str(home.INSTANCE_CONFIG) in problem
+        problem = run_home.missing_partition_limit(instance)
+    assert str(own) in problem and "concurrency" in problem and str(run_home.INSTANCE_CONFIG) in problem
 
 
 def test_commands_starting_at_once_on_a_fresh_home_create_its_storage_once(tmp_path):
@@ -111,7 +112,7 @@ def test_commands_starting_at_once_on_a_fresh_home_create_its_storage_once(tmp_p
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-2000:]  # without the lock: "more than one head present"
         assert out.strip() == "0"
-    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), home.open_instance() as instance:
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), run_home.open_instance() as instance:
         assert instance.get_runs() == []
 
 
@@ -195,7 +196,7 @@ def _wait_for(predicate, seconds=300.0, what="condition"):
 
 def _dataset_runs(home, dataset):
     # Opened as the commands open it: never creating its storage while a command creates it too.
-    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), home.open_instance() as instance:
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), run_home.open_instance() as instance:
         return list(reversed(instance.get_run_records(RunsFilter(tags={PARTITION: dataset}))))
 
 
@@ -245,13 +246,12 @@ def test_stopping_make_cluster_stops_its_run_and_nothing_is_written_after(data_d
     write_toy_drop(drop, train=4, test=2)
     (drop / "dataset.toml").write_text("[tac]\nepochs = 10000\n")  # training takes minutes
     log = tmp_path / "cli.log"
-    cli = _start_cli(
-        "slow", data_dir, home, log
-    )  # the multiprocess executor: steps in processes of their own
+    # The multiprocess executor (steps in processes of their own); VERBOSE=1: Dagster's log on the terminal.
+    cli = _start_cli("slow", data_dir, home, log, VERBOSE="1")
     _wait_for(lambda: "epoch 2/10000" in log.read_text(), what="training to start")
     [record] = _dataset_runs(home, "slow")
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        child, _ = dead.run_process(instance, record.dagster_run.run_id)  # `dagster asset materialize`
+        child, _ = dead.run_process(instance, record.dagster_run.run_id)  # the run's process (cli/launch.py)
 
     cli.send_signal(getattr(signal, how))
     code = cli.wait(120)

@@ -240,7 +240,7 @@ def test_package_never_runs_a_shell():
     assert found == []
 
 
-def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch):
+def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch, tmp_path):
     calls = []
 
     real_popen = subprocess.Popen
@@ -250,7 +250,9 @@ def test_cli_passes_the_dataset_as_one_plain_argument(monkeypatch):
         return real_popen(["true"])
 
     class NoRuns:
-        def get_runs(self, limit):
+        root_directory = str(tmp_path)
+
+        def get_runs(self, filters=None, limit=None):
             return []
 
     monkeypatch.setattr(child.subprocess, "Popen", fake_popen)  # cli runs its child through child.run_child

@@ -21,9 +21,8 @@ class TacDataResource(ConfigurableResource):
     """The data root: ``drops/<dataset>/`` in, caches beside them."""
 
     data_dir: str = Field(description="The data root (default: $TAC_DATA_DIR or ./data).")
-    wordnet_dirs: list[str] | None = Field(
-        default=None, description="Folders holding a system WordNet 3.0 database (default: $WNSEARCHDIR, then "
-        "/usr/share/wordnet and /usr/local/WordNet-3.0/dict)."
+    wordnet_dir: str | None = Field(
+        default=None, description="A WordNet 3.0 dict folder searched before the system ones ($WNSEARCHDIR)."
     )
     nltk_data: list[str] = Field(default_factory=list, description="More folders where nltk's corpora may be.")
 
@@ -48,7 +47,7 @@ class TacDataResource(ConfigurableResource):
     def noun_vocabulary(self, vocabulary: str, *, logger=None, download: bool = True):
         """The WordNet noun vocabulary, cached and built under this data root (:func:`wordnet_nouns`)."""
         return wordnet_nouns(
-            self.root, vocabulary, wordnet_dirs=self.wordnet_dirs, nltk_data=self.nltk_data, logger=logger,
+            self.root, vocabulary, wordnet_dir=self.wordnet_dir, nltk_data=self.nltk_data, logger=logger,
             download=download,
         )
 
@@ -57,23 +56,21 @@ def wordnet_nouns(
     data_dir: str | os.PathLike[str] | None = None,
     vocabulary: str = "lemmas",
     *,
-    wordnet_dirs: Sequence[str | os.PathLike[str]] | None = None,
+    wordnet_dir: str | os.PathLike[str] | None = None,
     nltk_data: Sequence[str | os.PathLike[str]] = (),
     **kwargs,
 ):
     """:func:`tac_pipeline.encoders.wordnet.load_noun_vocabulary` with the data root's folders (its cache in
-    ``cache/``, a downloaded or built corpus in ``nltk_data/``) and the configured search folders (default:
-    :class:`~tac_pipeline.config.TacConfig`'s); other keyword arguments go to it as they are."""
-    from tac_pipeline.config import TacConfig
+    ``cache/``, a downloaded or built corpus in ``nltk_data/``), ``wordnet_dir`` (``$WNSEARCHDIR``) searched
+    before the system databases and ``nltk_data`` (``$NLTK_DATA``) after nltk's own path; other keyword
+    arguments (``nltk_paths``, ``system_dirs``, ``download``…) go to it as they are (None: its default)."""
     from tac_pipeline.encoders import wordnet
 
     kwargs = {name: value for name, value in kwargs.items() if value is not None}
-    if wordnet_dirs is None:
-        config = TacConfig.from_env()
-        wordnet_dirs, nltk_data = config.wordnet_dirs, nltk_data or config.nltk_data
     if nltk_data and "nltk_paths" not in kwargs:
         kwargs["nltk_paths"] = [*wordnet.default_nltk_paths(), *map(str, nltk_data)]
-    kwargs.setdefault("system_dirs", [Path(d) for d in wordnet_dirs])
+    if "system_dirs" not in kwargs:
+        kwargs["system_dirs"] = [Path(wordnet_dir)] * bool(wordnet_dir) + wordnet.system_wordnet_dirs()
     return wordnet.load_noun_vocabulary(
         cache_dir(data_dir), vocabulary, nltk_dir=nltk_data_dir(data_dir), **kwargs
     )
