@@ -70,7 +70,8 @@ def wordnet_nouns(
     if nltk_data and "nltk_paths" not in kwargs:
         kwargs["nltk_paths"] = [*wordnet.default_nltk_paths(), *map(str, nltk_data)]
     if "system_dirs" not in kwargs:
-        kwargs["system_dirs"] = [Path(wordnet_dir)] * bool(wordnet_dir) + wordnet.system_wordnet_dirs()
+        first = [Path(wordnet_dir)] if wordnet_dir else []
+        kwargs["system_dirs"] = first + wordnet.system_wordnet_dirs()
     return wordnet.load_noun_vocabulary(
         cache_dir(data_dir), vocabulary, nltk_dir=nltk_data_dir(data_dir), **kwargs
     )
