@@ -221,7 +221,9 @@ def _cron(env: Mapping[str, str]) -> str:
     from tac_pipeline.dagster_internals import is_valid_cron_string
 
     if not is_valid_cron_string(raw):
-        raise ConfigError(f"TAC_RECLUSTER_CRON must be a cron expression such as '{DEFAULT_CRON}', not {raw!r}")
+        raise ConfigError(
+            f"TAC_RECLUSTER_CRON must be a cron expression such as '{DEFAULT_CRON}', not {raw!r}"
+        )
     return raw
 
 

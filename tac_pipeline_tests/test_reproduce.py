@@ -208,7 +208,9 @@ def test_make_reproduce_imagenet10_clusters_only_the_subset_and_reports_on_val(d
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "98.5 / 99.2 / 98.3" in done.stdout
-    assert done.stdout.count("* RANDOM WEIGHTS: tac-tiny is a smoke model") == 2  # the banner, above and below
+    assert (
+        done.stdout.count("* RANDOM WEIGHTS: tac-tiny is a smoke model") == 2
+    )  # the banner, above and below
     drop = data_dir / "drops" / "imagenet10"
     # no image was copied into the drop: it points at the root, for the 10 subset classes only
     assert not [p for p in drop.rglob("*") if p.suffix.upper() in (".JPEG", ".PNG")]

@@ -206,4 +206,3 @@ def _cluster(instance, dataset: str, drop: Path, config: TacConfig, max_nouns: i
     table = metrics_markdown(_stored_metrics(instance, dataset))
     chosen = chosen_k_summary(instance, dataset, since=started)
     return f"{table}\n\n{chosen}" if chosen else table
-

@@ -68,7 +68,9 @@ def _prepare_demo(config: TacConfig) -> TacConfig | None:
     return chosen.config
 
 
-def reproduce(name: str | None, config: TacConfig, *, source: str | None = None, max_nouns: int | None = None) -> int:
+def reproduce(
+    name: str | None, config: TacConfig, *, source: str | None = None, max_nouns: int | None = None
+) -> int:
     """Prepare a paper dataset as a drop, cluster it and print the measured figures beside the paper's."""
     from tac_pipeline.reproduce import (
         SourceError,
@@ -154,4 +156,3 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + _framed(f"Metrics for '{dataset}' (percent):\n\n{table}\n", config))
     print("Open the Dagster UI on this machine with:\n    make ui        # then http://127.0.0.1:3000")
     return 0
-

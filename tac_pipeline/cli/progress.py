@@ -32,7 +32,9 @@ KEY_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "metrics": (("scored_images", "{:,} images scored"),),
 }
 #: Progress a step writes to its log: "<done>/<total> <images|nouns>", or "epoch <done>/<total>".
-_PROGRESS = re.compile(r"(?:epoch (?P<epoch>[\d,]+)/(?P<epochs>[\d,]+))|(?P<done>[\d,]+)/(?P<total>[\d,]+) (?P<unit>images|nouns)")
+_PROGRESS = re.compile(
+    r"(?:epoch (?P<epoch>[\d,]+)/(?P<epochs>[\d,]+))|(?P<done>[\d,]+)/(?P<total>[\d,]+) (?P<unit>images|nouns)"
+)
 
 
 def key_figure(asset: str, metadata: dict[str, Any]) -> str:
@@ -125,7 +127,9 @@ class RunFollower:
         if bar is None:
             from tqdm import tqdm
 
-            bar = self._bars[step] = tqdm(total=total, desc=step, unit=f" {unit}", file=self._out, leave=False)
+            bar = self._bars[step] = tqdm(
+                total=total, desc=step, unit=f" {unit}", file=self._out, leave=False
+            )
         bar.total = total
         bar.n = min(done, total)
         bar.refresh()
@@ -140,7 +144,9 @@ class RunFollower:
         print(line, file=stream, flush=True)
 
 
-def follow(process_wait: Callable[[float], int | None], follower: RunFollower, poll_seconds: float = 0.5) -> int:
+def follow(
+    process_wait: Callable[[float], int | None], follower: RunFollower, poll_seconds: float = 0.5
+) -> int:
     """Poll ``follower`` until ``process_wait(timeout)`` returns the process's exit code; that code."""
     while True:
         code = process_wait(poll_seconds)

@@ -26,4 +26,3 @@ drops_job = define_asset_job(
 
 
 JOBS = (cluster_dataset_job, drops_job)
-

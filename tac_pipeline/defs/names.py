@@ -31,7 +31,9 @@ IMAGE_ASSET = "image_embeddings"
 
 
 COUNTERPARTS_ASSET = "counterparts"
-METRICS_ASSET = "metrics"  # what the command line prints after a run  # where n_clusters = "auto" records the K it chose
+METRICS_ASSET = (
+    "metrics"  # what the command line prints after a run  # where n_clusters = "auto" records the K it chose
+)
 
 
 #: The assets partitioned by dataset: everything but the shared noun embeddings.
@@ -59,4 +61,3 @@ def embedding_code_version(encoder_identity: str) -> str:
 def noun_code_version(encoder_identity: str, vocabulary: str = DEFAULT_VOCABULARY) -> str:
     """The code version of ``wordnet_noun_embeddings``: the encoder and the noun vocabulary it embeds."""
     return f"{embedding_code_version(encoder_identity)}+nouns-{check_vocabulary(vocabulary)}"
-

@@ -37,9 +37,7 @@ def shared_nouns_ready(instance: DagsterInstance, noun_code_version: str) -> boo
     vocabulary) and the file that materialization recorded still exists."""
     latest = latest_materialization(instance, NOUN_ASSET)
     return (
-        latest is not None
-        and latest.code_version == noun_code_version
-        and latest.existing_path() is not None
+        latest is not None and latest.code_version == noun_code_version and latest.existing_path() is not None
     )
 
 

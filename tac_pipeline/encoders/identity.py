@@ -72,4 +72,8 @@ def resolve_encoder(
     in ``pretrained`` (and the model ``tac-tiny``) means random initialisation; an empty ``checkpoint`` is
     none."""
     model = (model or DEFAULT_MODEL).strip()
-    return EncoderChoice(model=model, pretrained=weights_tag(model, pretrained), checkpoint=str(checkpoint) if checkpoint else None)
+    return EncoderChoice(
+        model=model,
+        pretrained=weights_tag(model, pretrained),
+        checkpoint=str(checkpoint) if checkpoint else None,
+    )

@@ -155,7 +155,9 @@ def synset_vocabulary(lemmas: pd.DataFrame) -> pd.DataFrame:
     return first
 
 
-def _load_lemmas(cache_dir, nltk_dir, *, nltk_paths, system_dirs, download, download_timeout, use_cache, logger):
+def _load_lemmas(
+    cache_dir, nltk_dir, *, nltk_paths, system_dirs, download, download_timeout, use_cache, logger
+):
     use_cache = use_cache and cache_dir is not None
     cache = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
     if use_cache and cache.is_file():

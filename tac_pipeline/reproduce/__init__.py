@@ -128,9 +128,7 @@ def prepare_drop(
         _check_imagenet_root(dataset, source_path)
         splits, image_root = None, source_path
     else:
-        root = source_path or download(
-            dataset.kind, dataset.title, downloads_dir(dataset.name, data_dir)
-        )
+        root = source_path or download(dataset.kind, dataset.title, downloads_dir(dataset.name, data_dir))
         splits, image_root = read_source(dataset.kind, root), None
 
     with staging_folder(target) as staging:

@@ -167,4 +167,3 @@ def _utc(timestamp: float):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(timestamp, UTC)
-

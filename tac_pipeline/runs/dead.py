@@ -131,4 +131,3 @@ class LocalRunLauncher(_DefaultRunLauncher):
         if process_alive(*found):
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"process {found[0]} is alive")
         return CheckRunHealthResult(WorkerStatus.FAILED, dead_run_message(run, found[0]))
-

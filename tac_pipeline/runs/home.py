@@ -74,4 +74,3 @@ def missing_partition_limit(instance: DagsterInstance) -> str | None:
         "dataset started from the UI, the sensor or the schedule may interleave: copy the 'concurrency' "
         f"section of {INSTANCE_CONFIG} into it"
     )
-

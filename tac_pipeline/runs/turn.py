@@ -89,7 +89,9 @@ def partition_turn(
     Another ``make cluster`` of the same dataset holding the lock is waited for (the kernel releases the lock
     when its process ends, however it ends); then :func:`wait_for_partition`.
     """
-    with open(locks_dir(instance.root_directory) / f"{validate_dataset_key(dataset)}.lock", "a+", encoding="utf-8") as handle:
+    with open(
+        locks_dir(instance.root_directory) / f"{validate_dataset_key(dataset)}.lock", "a+", encoding="utf-8"
+    ) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -112,4 +114,3 @@ def partition_turn(
         except KeyboardInterrupt:
             raise Stopped(signal.SIGINT) from None
         yield
-

@@ -97,7 +97,9 @@ def latest_materialization(
     )
 
 
-def read_stored_table(instance: DagsterInstance, asset: str | AssetKey, partition: str | None = None) -> pa.Table:
+def read_stored_table(
+    instance: DagsterInstance, asset: str | AssetKey, partition: str | None = None
+) -> pa.Table:
     """The table the latest materialization of ``asset`` stored, read from the path it recorded."""
     latest = latest_materialization(instance, asset, partition)
     if latest is None:

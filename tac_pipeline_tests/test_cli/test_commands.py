@@ -159,7 +159,9 @@ def test_demo_offline_falls_back_to_the_smoke_model_and_cluster_does_not(
     assert len(out.splitlines()) + len(err.splitlines()) <= 40, out + err
     steps = [line for line in out.splitlines() if line.startswith(("image_embeddings ", "metrics "))]
     assert len(steps) == 2 and "1,797 images, 1,797 encoded, 0 skipped" in steps[0]
-    assert "DEBUG" not in out + err and "SupersessionWarning" not in out + err and "Telemetry" not in out + err
+    assert (
+        "DEBUG" not in out + err and "SupersessionWarning" not in out + err and "Telemetry" not in out + err
+    )
     notice = [line for line in out.splitlines() if "continuing with the smoke model tac-tiny" in line]
     assert len(notice) == 1 and "cannot be reached (simulated: no network)" in notice[0]
     banner = provision.random_weights_banner()

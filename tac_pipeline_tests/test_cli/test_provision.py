@@ -118,7 +118,11 @@ class Unavailable(RuntimeError):
 
 def test_the_demo_falls_back_to_the_smoke_model_only_when_nothing_chose_an_encoder():
     def check(config):
-        return None if config.encoder.model == provision.SMOKE_MODEL else Unavailable("CLIP encoder unavailable: …")
+        return (
+            None
+            if config.encoder.model == provision.SMOKE_MODEL
+            else Unavailable("CLIP encoder unavailable: …")
+        )
 
     fallback = provision.demo_encoder(TacConfig.from_env({}), check)
     encoder = fallback.config.encoder

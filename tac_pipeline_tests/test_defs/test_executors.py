@@ -140,7 +140,15 @@ def run_probe(tmp_path: Path, mode: str, gpus: int) -> tuple[int, dict[str, dict
     for name in ("TAC_EXECUTOR", "TAC_DASK_SCHEDULER", "TAC_EMBED_SHARDS"):  # the local deployment
         env.pop(name, None)
     dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "job", "execute", "-m", "tac_pipeline_tests.test_defs.executor_probe", "-j", "probe"]
+    command = [
+        str(dagster),
+        "job",
+        "execute",
+        "-m",
+        "tac_pipeline_tests.test_defs.executor_probe",
+        "-j",
+        "probe",
+    ]
     process = subprocess.Popen(
         [*command, "-c", str(config)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -303,7 +303,9 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tiny, tmp_path):
         from_pt.identity["weights_sha256"] == hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
     )
     assert from_pt.identity["checkpoint"] == str(tmp_path / "tiny.pt")
-    assert from_pt.identity != tiny.identity and from_pt.identity["checkpoint"] != from_st.identity["checkpoint"]
+    assert (
+        from_pt.identity != tiny.identity and from_pt.identity["checkpoint"] != from_st.identity["checkpoint"]
+    )
 
 
 def _assert_remedies(message: str, model: str) -> None:

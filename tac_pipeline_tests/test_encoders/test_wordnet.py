@@ -24,7 +24,9 @@ from tac_pipeline.encoders.wordnet import (
 
 def load(data_dir, *args, **kwargs):
     """The library with a data root's folders, as the pipeline passes them (``cache/``, ``nltk_data/``)."""
-    return load_noun_vocabulary(Path(data_dir) / "cache", *args, nltk_dir=Path(data_dir) / "nltk_data", **kwargs)
+    return load_noun_vocabulary(
+        Path(data_dir) / "cache", *args, nltk_dir=Path(data_dir) / "nltk_data", **kwargs
+    )
 
 
 SYSTEM_DB = next((d for d in wordnet.system_wordnet_dirs() if (d / "data.noun").is_file()), None)
@@ -165,7 +167,9 @@ def test_built_corpus_is_found_as_an_nltk_corpus_next_time(
     vocabulary_from_fallback, tmp_path, offline_download
 ):
     _, data_dir, _ = vocabulary_from_fallback
-    reader, source = wordnet.open_wordnet(data_dir / "nltk_data", nltk_paths=[tmp_path], system_dirs=[tmp_path])
+    reader, source = wordnet.open_wordnet(
+        data_dir / "nltk_data", nltk_paths=[tmp_path], system_dirs=[tmp_path]
+    )
     assert source.startswith("nltk corpus")
     assert reader.synset("dog.n.01").lemmas()[0].name() == "dog"
     assert offline_download == []

@@ -78,5 +78,7 @@ def test_run_config_values_obey_the_ranges_naming_the_field(field, value):
 
 
 def test_settings_import_without_torch():
-    code = "import sys, tac_pipeline.drops.settings, tac_pipeline.tac.params; assert 'torch' not in sys.modules"
+    code = (
+        "import sys, tac_pipeline.drops.settings, tac_pipeline.tac.params; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

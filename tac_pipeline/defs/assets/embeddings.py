@@ -415,6 +415,7 @@ def build_embedding_assets(
         compute_device: ComputeDeviceResource,
     ):
         from tac_pipeline.encoders import NOUN_TEMPLATES
+
         clip_encoder.require_identity(encoder_identity, "wordnet_noun_embeddings")
         vocabulary = tac_data.noun_vocabulary(noun_vocabulary, logger=context.log)
         if config.max_nouns is not None:
@@ -424,7 +425,9 @@ def build_embedding_assets(
         start = time.perf_counter()
         with compute_device.acquire(context.log) as device:
             encoder = clip_encoder.build(device)
-            unique_embeddings = encoder.encode_nouns(list(texts), progress=_every(PROGRESS_SECONDS, context.log))
+            unique_embeddings = encoder.encode_nouns(
+                list(texts), progress=_every(PROGRESS_SECONDS, context.log)
+            )
         seconds = time.perf_counter() - start
         table = pa.table(
             {

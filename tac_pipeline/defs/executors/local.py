@@ -63,4 +63,3 @@ def gpu_aware_executor(n_gpus: int | None = None, mode: str | None = None):
         description="Steps in processes forked from a warm server (or spawned, or in process); at most one "
         "tac/gpu step per visible GPU.",
     )
-

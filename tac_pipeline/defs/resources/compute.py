@@ -98,4 +98,3 @@ class ComputeDeviceResource(ConfigurableResource):
         finally:
             for handle in handles.values():
                 handle.close()
-

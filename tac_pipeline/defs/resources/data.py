@@ -24,7 +24,9 @@ class TacDataResource(ConfigurableResource):
     wordnet_dir: str | None = Field(
         default=None, description="A WordNet 3.0 dict folder searched before the system ones ($WNSEARCHDIR)."
     )
-    nltk_data: list[str] = Field(default_factory=list, description="More folders where nltk's corpora may be.")
+    nltk_data: list[str] = Field(
+        default_factory=list, description="More folders where nltk's corpora may be."
+    )
 
     @property
     def root(self) -> Path:
@@ -47,7 +49,11 @@ class TacDataResource(ConfigurableResource):
     def noun_vocabulary(self, vocabulary: str, *, logger=None, download: bool = True):
         """The WordNet noun vocabulary, cached and built under this data root (:func:`wordnet_nouns`)."""
         return wordnet_nouns(
-            self.root, vocabulary, wordnet_dir=self.wordnet_dir, nltk_data=self.nltk_data, logger=logger,
+            self.root,
+            vocabulary,
+            wordnet_dir=self.wordnet_dir,
+            nltk_data=self.nltk_data,
+            logger=logger,
             download=download,
         )
 
