@@ -35,16 +35,18 @@ lint: $(STAMP)
 $(DAGSTER_HOME):
 	@mkdir -p $(DAGSTER_HOME)
 
+# The commands replace the recipe's shell (exec), so a signal to make, or make's death, reaches them: a stopped
+# make stops the command, and the command stops its run.
 demo: $(STAMP) $(DAGSTER_HOME)
-	$(PY) -m tac_pipeline.cli demo $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
+	exec $(PY) -m tac_pipeline.cli demo $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 cluster: $(STAMP) $(DAGSTER_HOME)
 	@test -n "$$DATASET" || { echo "usage: make cluster DATASET=<folder in data/drops> [MODEL=<open_clip model>]"; exit 2; }
-	$(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
+	exec $(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 # One of the paper's datasets, prepared, clustered and compared with the paper (no DATASET: the list).
 reproduce: $(STAMP) $(DAGSTER_HOME)
-	$(PY) -m tac_pipeline.cli reproduce $(if $(DATASET),"$$DATASET") $(if $(SOURCE),--source "$$SOURCE") $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
+	exec $(PY) -m tac_pipeline.cli reproduce $(if $(DATASET),"$$DATASET") $(if $(SOURCE),--source "$$SOURCE") $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 # The Dagster UI, on this machine only. First: the project's dagster.yaml in $(DAGSTER_HOME) (one run per
 # dataset at a time, run monitoring) and runs whose process is gone reported failed.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 
 
 def launch(
@@ -68,4 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tac_pipeline.runs.child import exit_now, stop_group_when_orphaned
+
+    stop_group_when_orphaned(os.getppid())
+    exit_now(main())

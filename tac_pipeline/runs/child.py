@@ -54,6 +54,48 @@ def _child_setup(parent: int) -> None:
             os._exit(1)
 
 
+def die_with_parent() -> None:
+    """Get SIGTERM when this process's parent dies, however it dies (SIGKILL included; Linux, elsewhere
+    nothing): ``make cluster``'s recipe ``exec``s the command, so stopping ``make`` stops the command, which
+    stops its run. A parent that died while this was being set up means: stop now."""
+    if _PRCTL is None:
+        return
+    parent = os.getppid()
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_group_when_orphaned(parent: int) -> None:
+    """In the run's own process (the group leader): on SIGTERM while ``parent`` (the command) is gone, kill the
+    whole process group at once (the steps, their forkserver and the image readers), so that nothing writes
+    after the command died; the run, left as started, is reported failed by the next command or by run
+    monitoring (its process is gone, :mod:`tac_pipeline.runs.dead`). With the parent alive, SIGTERM stops the
+    run as SIGINT does (Dagster records it failed)."""
+
+    def on_term(signum, frame) -> None:
+        if os.getppid() != parent:
+            _kill_group(os.getpgrp(), signal.SIGKILL)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def exit_now(code: int) -> None:
+    """Flush the standard streams and end the process without the interpreter's teardown.
+
+    A finished process that tears down native thread pools at interpreter exit (Arrow's, OpenMP's, torch's,
+    gRPC's) can abort after its work is done ("terminate called without an active exception", exit 134):
+    nothing is left to do once the output is flushed, so the commands leave through ``os._exit``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -10,12 +10,17 @@ import numpy as np
 
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image
 
-#: Runs the command as ``python -m tac_pipeline.cli`` does and prints, as it exits, which heavy libraries
-#: the command's own process loaded (its runs' processes do the computing).
+#: Runs the command as ``python -m tac_pipeline.cli`` does and prints, as it exits (through ``os._exit``, the
+#: command's only way out), which heavy libraries the command's own process loaded (its runs' processes do the
+#: computing).
 _CLI = (
-    "import atexit, runpy, sys\n"
+    "import os, runpy, sys\n"
     "heavy = ('torch', 'faiss', 'sklearn', 'scipy', 'open_clip')\n"
-    "atexit.register(lambda: print('loaded:', sorted(m for m in heavy if m in sys.modules), file=sys.stderr))\n"
+    "leave = os._exit\n"
+    "def report(code):\n"
+    "    print('loaded:', sorted(m for m in heavy if m in sys.modules), file=sys.stderr, flush=True)\n"
+    "    leave(code)\n"
+    "os._exit = report\n"
     "runpy.run_module('tac_pipeline.cli', run_name='__main__', alter_sys=True)\n"
 )
 

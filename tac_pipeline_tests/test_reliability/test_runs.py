@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 import pyarrow.parquet as pq
@@ -30,6 +31,7 @@ from tac_pipeline.defs.assets.lineage import lineage
 from tac_pipeline.runs import dead, turn
 from tac_pipeline.runs import home as run_home
 from tac_pipeline_tests.conftest import write_toy_drop
+from tac_pipeline_tests.test_defs.test_assets.helpers import byo_embeddings, byo_nouns
 
 PARTITION = run_home.PARTITION_TAG
 
@@ -268,3 +270,75 @@ def test_stopping_make_cluster_stops_its_run_and_nothing_is_written_after(data_d
     assert not (data_dir / "store" / "trained_heads" / "slow.parquet").exists()
     [record] = _dataset_runs(home, "slow")
     assert record.dagster_run.status == DagsterRunStatus.FAILURE
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _byo_slow_drop(data_dir) -> None:
+    """A drop with its own embeddings and nouns (no encoder, no WordNet) whose training takes minutes."""
+    drop = data_dir / "drops" / "slow"
+    drop.mkdir(parents=True)
+    directions = byo_embeddings(drop / "embeddings.parquet", 12, 16)
+    byo_nouns(drop / "nouns.parquet", directions)
+    (drop / "dataset.toml").write_text("[tac]\nepochs = 10000\n")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopping_make_stops_the_command_and_its_run(data_dir, tmp_path, how):
+    """``make cluster`` itself signalled, as a user or a supervisor does: the command (exec'd by the recipe)
+    stops with make, its run stops, nothing is written afterwards, and the next command proceeds."""
+    _byo_slow_drop(data_dir)
+    home, log = tmp_path / "home", tmp_path / "make.log"
+    stamp = tmp_path / "installed"
+    stamp.touch()  # newer than pyproject.toml: make installs nothing
+    env = {**os.environ, "TAC_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home), "VERBOSE": "1"}
+    command = ["make", "--no-print-directory", "-C", str(REPO), "cluster", "DATASET=slow"]
+    command += [f"PY={sys.executable}", f"STAMP={stamp}"]
+    with open(log, "w") as handle:
+        make = subprocess.Popen(command, env=env, stdout=handle, stderr=handle)
+    _wait_for(lambda: "epoch 2/10000" in log.read_text(), what="training to start")
+    [record] = _dataset_runs(home, "slow")
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        child, _ = dead.run_process(instance, record.dagster_run.run_id)
+
+    make.send_signal(getattr(signal, how))
+    make.wait(60)
+    _wait_for(lambda: _group_gone(child), seconds=120, what="the run's processes to stop")
+    after_exit = _store_state(data_dir)
+    time.sleep(3)
+    assert _store_state(data_dir) == after_exit  # nothing writes after make was stopped
+    assert not (data_dir / "store" / "trained_heads" / "slow.parquet").exists()
+    if how == "SIGKILL":  # nobody was left to record the end: the next command finds the run's process gone
+        with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(home)}), run_home.open_instance() as instance:
+            dead.mark_dead_runs_failed(instance, "slow")
+    _wait_for(
+        lambda: _dataset_runs(home, "slow")[0].dagster_run.status == DagsterRunStatus.FAILURE,
+        seconds=60,
+        what="the run to be recorded failed",
+    )
+
+
+def test_a_command_reports_only_the_failures_of_its_own_run(tmp_path):
+    """Two commands of two datasets failing at the same time: each message names its own run's step only."""
+    from dagster import asset, materialize
+
+    from tac_pipeline.cli.cluster import _failure_message
+
+    @asset
+    def counterparts():
+        raise ValueError("dataset 'cats' asks for 12 clusters but has only 10 images")
+
+    @asset
+    def semantic_centers():
+        raise ValueError("dataset 'dogs' has no readable image")
+
+    with DagsterInstance.ephemeral() as instance:
+        cats = materialize([counterparts], instance=instance, raise_on_error=False, tags={PARTITION: "cats"})
+        dogs = materialize(
+            [semantic_centers], instance=instance, raise_on_error=False, tags={PARTITION: "dogs"}
+        )
+        assert "'cats'" in _failure_message(instance, cats.run_id)
+        assert "'dogs'" not in _failure_message(instance, cats.run_id)
+        assert "'dogs'" in _failure_message(instance, dogs.run_id)
+        assert "'cats'" not in _failure_message(instance, dogs.run_id)
