@@ -226,6 +226,15 @@ def test_make_reproduce_imagenet10_clusters_only_the_subset_and_reports_on_val(d
     assert images.loc[images["split"] == "test", "path"].str.startswith("val/").all()
     metrics = pq.read_table(data_dir / "store" / "metrics" / "imagenet10.parquet").to_pandas()
     assert set(metrics["split"]) == {"test"} and set(metrics["n_images"]) == {30}
+    # The gallery shows the images, read from the [images] root the drop names.
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    from tac_pipeline.store.records import latest_materialization
+
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "home"))) as instance:
+        labels = latest_materialization(instance, "cluster_labels", "imagenet10")
+        assert labels.value("gallery_path") is not None, labels.value("gallery")
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])

@@ -34,11 +34,10 @@ def uses_shared_nouns(drop: Path) -> bool:
 
 def shared_nouns_ready(instance: DagsterInstance, noun_code_version: str) -> bool:
     """True when the shared noun embeddings were materialized by this code version (i.e. this encoder and
-    vocabulary) and the file that materialization recorded still exists."""
+    vocabulary) and the file that materialization recorded still exists and reads (a damaged or cut-short
+    file is made again first, by ``make cluster``, the sensor and the schedule)."""
     latest = latest_materialization(instance, NOUN_ASSET)
-    return (
-        latest is not None and latest.code_version == noun_code_version and latest.existing_path() is not None
-    )
+    return latest is not None and latest.code_version == noun_code_version and latest.readable()
 
 
 def waiting_for_shared_nouns(

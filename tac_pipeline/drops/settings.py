@@ -169,9 +169,13 @@ def load_dataset_settings(drop_dir: str | Path) -> DatasetSettings:
     path = Path(drop_dir) / "dataset.toml"
     if not path.is_file():
         return DatasetSettings()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    try:  # utf-8-sig: a byte-order mark, as some editors write one, is read as nothing
+        raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DatasetSettingsError(
+            f"{path}: not UTF-8 text (byte {exc.start}): save the file as UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
         raise DatasetSettingsError(f"{path}: not valid TOML ({exc})") from exc
     try:
         return DatasetSettings.model_validate(raw)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from upath import UPath
 
@@ -62,8 +63,32 @@ class Materialization:
                 f"the stored {self.asset}{where} ({self.path(entry) or 'no file recorded'}) is gone: "
                 f"materialize {self.asset} again"
             )
-        with path.open("rb") as handle:
-            return read_parquet(handle)
+        try:
+            with path.open("rb") as handle:
+                return read_parquet(handle)
+        except (OSError, pa.ArrowException) as exc:
+            where = f" for partition '{self.partition}'" if self.partition else ""
+            raise StoredTableError(
+                f"{path}: the stored {self.asset}{where} cannot be read ({type(exc).__name__}: {exc}): the "
+                f"file is damaged or cut short; materialize {self.asset}{where} again"
+            ) from None
+
+    def readable(self, entry: str = "path") -> bool:
+        """True when the file recorded under ``entry`` exists and its Parquet footer reads (a cut-short or
+        damaged file does not); reads the footer only."""
+        path = self.existing_path(entry)
+        if path is None:
+            return False
+        try:
+            with path.open("rb") as handle:
+                pq.ParquetFile(handle).metadata  # noqa: B018 - reading the footer is the check
+        except (OSError, pa.ArrowException):
+            return False
+        return True
+
+
+class StoredTableError(OSError):
+    """A stored table exists but cannot be read; the message names the file and what to materialize again."""
 
 
 def latest_materialization(

@@ -90,3 +90,12 @@ def test_auto_and_its_range_are_read(tmp_path):
 def test_an_unlabelled_drop_without_k_is_told_about_auto(tmp_path):
     with pytest.raises(DatasetSettingsError, match=r'dataset.toml: set n_clusters: \'n_clusters = "auto"\''):
         resolve_n_clusters(load_dataset_settings(tmp_path), None, tmp_path)
+
+
+def test_a_byte_order_mark_is_read_as_nothing_and_other_encodings_are_named(tmp_path):
+    (tmp_path / "dataset.toml").write_bytes("\ufeffn_clusters = 7\nseed = 3\n".encode("utf-8"))
+    settings = load_dataset_settings(tmp_path)
+    assert settings.n_clusters == 7 and settings.seed == 3
+    (tmp_path / "dataset.toml").write_bytes("# caf\xe9\nn_clusters = 7\n".encode("latin-1"))
+    with pytest.raises(DatasetSettingsError, match=r"dataset.toml: not UTF-8 text.*save the file as UTF-8"):
+        load_dataset_settings(tmp_path)

@@ -106,3 +106,28 @@ def _materialize(data_dir, instance, store) -> dict[str, dict]:
         }
         for name in ("image_embeddings", "cluster_labels")
     }
+
+
+def test_a_cut_short_table_is_named_with_its_fix_and_the_shared_nouns_are_made_again(tmp_path):
+    from tac_pipeline.defs.names import NOUN_ASSET
+    from tac_pipeline.drops.nouns import shared_nouns_ready
+    from tac_pipeline.store.records import StoredTableError
+
+    @asset(name=NOUN_ASSET, code_version="v1")
+    def nouns():
+        return pa.table({"noun": ["dog", "cat"] * 500, "embedding": [[0.5, 0.5]] * 1000})
+
+    with DagsterInstance.ephemeral() as instance:
+        store = {"io_manager": ParquetIOManager(base_dir=str(tmp_path / "store"))}
+        assert materialize([nouns], resources=store, instance=instance).success
+        latest = latest_materialization(instance, NOUN_ASSET)
+        assert latest.readable() and shared_nouns_ready(instance, "v1")
+        assert not shared_nouns_ready(instance, "v2")  # another encoder's nouns
+        path = latest.existing_path()
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # cut short, as a full disk or a killed copy leaves it
+        assert not latest.readable() and not shared_nouns_ready(instance, "v1")  # make cluster makes them again
+        with pytest.raises(StoredTableError) as caught:
+            latest.read_table()
+        message = str(caught.value)
+        assert str(path) in message and f"materialize {NOUN_ASSET} again" in message and "cut short" in message

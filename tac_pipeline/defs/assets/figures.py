@@ -350,7 +350,8 @@ def cluster_labels_metadata(
     store: StoreIOManager,
     partition: str,
 ) -> dict[str, object]:
-    """Names (top WordNet nouns), sizes, the gallery and the 2-D map of a ``cluster_labels`` table.
+    """Names (top WordNet nouns), sizes, the gallery and the 2-D map of a ``cluster_labels`` table;
+    ``drop_dir`` is the folder the images' ``path`` column is relative to (the drop, or its ``[images]`` root).
 
     ``labels``, ``image_embeddings`` and ``counterparts`` are row-aligned (one row per image, same order).
     """
@@ -385,9 +386,13 @@ def cluster_labels_metadata(
             shown,
         )
     if mosaic is None:
-        metadata["gallery"] = MetadataValue.text(
-            "no gallery: the drop holds no readable image files (bring-your-own embeddings)"
+        paths = image_embeddings["path"].drop_null()
+        why = (
+            "the drop holds its own embeddings, no image files"
+            if len(paths) == 0
+            else f"none of the images could be read for thumbnails (under {drop_dir}: moved or deleted since?)"
         )
+        metadata["gallery"] = MetadataValue.text(f"no gallery: {why}")
         return metadata
     which = (
         "every cluster" if len(shown) == n_clusters else f"the {len(shown)} largest of {n_clusters} clusters"

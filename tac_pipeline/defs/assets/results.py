@@ -1,5 +1,7 @@
 """Results stage: ``cluster_labels`` → ``metrics`` (docs/METHOD.md §8)."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ResourceParam
@@ -11,6 +13,7 @@ from tac_pipeline.defs.assets import figures
 from tac_pipeline.defs.assets.common import (
     METHOD_COLUMNS,
     METHODS,
+    DatasetRun,
     dataset_asset,
     dataset_run,
     embeddings,
@@ -113,7 +116,7 @@ def cluster_labels(
         image_embeddings,
         counterparts,
         n_clusters,
-        drop_dir=tac_data.drop_dir(context.partition_key),
+        drop_dir=image_folder(run, tac_data.drop_dir(context.partition_key)),
         store=io_manager,
         partition=context.partition_key,
     )
@@ -122,6 +125,13 @@ def cluster_labels(
     return MaterializeResult(
         value=table, metadata=metadata, check_results=[empty_clusters_check(table, n_clusters)]
     )
+
+
+def image_folder(run: DatasetRun, drop_dir: Path) -> Path:
+    """The folder the ``path`` column of ``image_embeddings`` is relative to: the drop, or the folder its
+    ``[images]`` setting names."""
+    images = run.settings.images
+    return Path(images.root) if images is not None else drop_dir
 
 
 def _kmeans_baseline(image_embeddings, seed, *, n_clusters, device) -> np.ndarray:
