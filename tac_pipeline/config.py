@@ -21,6 +21,7 @@ variable                    meaning                                             
 ``DAGSTER_HOME``            the Dagster instance (runs, event logs, schedules)                     ``./.dagster_home``
 ``WNSEARCHDIR``             a WordNet 3.0 ``dict`` folder, searched before the system ones         none
 ``NLTK_DATA``               more folders where nltk's corpora may be                               none
+``TAC_MAX_IMAGE_MB``        an image file larger than this (MiB) is skipped before it is read      256
 ``VERBOSE``                 the commands also print Dagster's event stream (``-v``)                 off
 ==========================  =====================================================================  ===========
 
@@ -101,6 +102,8 @@ class TacConfig:
     wordnet_dir: Path | None = None
     #: Folders from ``$NLTK_DATA`` (nltk's own search path comes on top of these).
     nltk_data: tuple[Path, ...] = ()
+    #: An image file larger than this many MiB is skipped, unread (``TAC_MAX_IMAGE_MB``).
+    max_image_mb: int = 256
     #: The commands print Dagster's event stream too (``VERBOSE=1`` or ``-v``), not only one line per step.
     verbose: bool = False
 
@@ -118,6 +121,7 @@ class TacConfig:
             dagster_home=Path(_text(env, "DAGSTER_HOME") or ".dagster_home").expanduser().absolute(),
             wordnet_dir=Path(_text(env, "WNSEARCHDIR")) if _text(env, "WNSEARCHDIR") else None,
             nltk_data=tuple(Path(p) for p in _text(env, "NLTK_DATA").split(os.pathsep) if p),
+            max_image_mb=_whole(env, "TAC_MAX_IMAGE_MB", 256, 1, 1 << 20),
             verbose=_flag(env, "VERBOSE"),
         )
 

@@ -51,6 +51,7 @@ def build_definitions(
             data_dir=str(data_dir),
             wordnet_dir=str(config.wordnet_dir) if config.wordnet_dir else None,
             nltk_data=[str(d) for d in config.nltk_data],
+            max_image_mb=config.max_image_mb,
         ),
         "clip_encoder": encoder,
         "compute_device": ComputeDeviceResource(device=device or config.device),

@@ -129,3 +129,50 @@ def test_symlink_pointing_outside_the_drop_is_not_followed(odd, tiny):
     assert "outside the drop" in odd.skipped["escape.png"]
     secret = tiny.encode_images([load_image(odd.outside / "secret.png")])[0]
     assert not any(_close(row, secret) for row in odd.embeddings)
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path):
+    """A 3 GiB sparse file named like an image costs neither its size in memory nor the time to read it."""
+    import resource
+    import time
+
+    from tac_pipeline.encoders import ImageDecodeError
+    from tac_pipeline.encoders.images.decoding import MAX_FILE_BYTES, read_bytes
+
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(3 * 2**30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match=r"too large: 3,072.0 MiB, over the 256 MiB limit"):
+        load_image(huge)
+    assert time.perf_counter() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing was read
+    assert MAX_FILE_BYTES == 256 * 2**20
+    small = tmp_path / "small.png"
+    Image.new("RGB", (8, 8)).save(small)
+    with pytest.raises(ImageDecodeError, match="over the 0 MiB limit"):
+        read_bytes(small, max_bytes=10)
+    assert read_bytes(small, max_bytes=None) == small.read_bytes()
+
+
+def test_the_size_limit_is_a_setting_and_skips_the_file_in_a_drop(tmp_path):
+    from tac_pipeline.config import TacConfig
+    from tac_pipeline.definitions import build_definitions
+    from tac_pipeline.encoders import discover_images, read_images
+    from tac_pipeline.encoders.images.preprocess import PreprocessSpec
+
+    assert TacConfig.from_env({"TAC_MAX_IMAGE_MB": "3"}).max_image_mb == 3
+    defs = build_definitions(TacConfig.from_env({"TAC_DATA_DIR": str(tmp_path), "TAC_MAX_IMAGE_MB": "3"}))
+    assert defs.resources["tac_data"].max_image_bytes == 3 * 2**20
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(drop / "ok.png")
+    with open(drop / "big.png", "wb") as handle:
+        handle.truncate(4 * 2**20)
+    spec = PreprocessSpec(size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    images = read_images(discover_images(drop), spec, num_workers=0, max_file_bytes=3 * 2**20)
+    pixels = [batch for batch in images]
+    assert sum(len(batch.indices) for batch in pixels) == 1
+    [(name, reason)] = images.skipped
+    assert name == "big.png" and reason.startswith("too large: 4.0 MiB, over the 3 MiB limit")

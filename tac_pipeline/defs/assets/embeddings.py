@@ -143,6 +143,7 @@ def embed_part(
     compute_device: ComputeDeviceResource,
     log,
     resize: int | None = None,
+    max_file_bytes: int | None = None,
 ) -> EmbeddedPart:
     """Embed ``records[positions]``, reusing the previous table's row of every unchanged file.
 
@@ -183,6 +184,7 @@ def embed_part(
                 resize=resize,
                 content_hashes=[hashes[i] for i in plan.encode],  # each file is hashed once per run
                 progress_every=PROGRESS_SECONDS,  # "decoded n/N images": the command's progress bar
+                max_file_bytes=max_file_bytes,
             )
         for j, index in enumerate(encoded.indices):
             rows[positions[plan.encode[int(index)]]] = (encoded.content_hashes[j], encoded.embeddings[j])
@@ -385,6 +387,7 @@ def build_embedding_assets(
             compute_device=compute_device,
             log=context.log,
             resize=settings.resize,
+            max_file_bytes=tac_data.max_image_bytes,
         )
         report = skipped_files_report(context.partition_key, tac_data.root)
         table, metadata = assemble_image_table(drop, listing, [part], previous, report, context.log)

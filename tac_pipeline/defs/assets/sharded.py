@@ -240,6 +240,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
             plan: ShardPlan,
             clip_encoder: ClipEncoderResource,
             compute_device: ComputeDeviceResource,
+            tac_data: TacDataResource,
         ) -> EmbeddedPart:
             start, stop = plan.slices[index]
             records = plan.listing.records if plan.listing is not None else []
@@ -256,6 +257,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
                 compute_device=compute_device,
                 log=context.log,
                 resize=plan.resize,
+                max_file_bytes=tac_data.max_image_bytes,
             )
             context.add_output_metadata(
                 {

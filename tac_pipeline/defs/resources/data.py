@@ -27,6 +27,13 @@ class TacDataResource(ConfigurableResource):
     nltk_data: list[str] = Field(
         default_factory=list, description="More folders where nltk's corpora may be."
     )
+    max_image_mb: int = Field(
+        default=256, ge=1, description="An image file larger than this (MiB) is skipped before it is read."
+    )
+
+    @property
+    def max_image_bytes(self) -> int:
+        return self.max_image_mb * 2**20
 
     @property
     def root(self) -> Path:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .decoding import ImageDecodeError, decode_image_bytes, read_bytes
+from .decoding import MAX_FILE_BYTES, ImageDecodeError, decode_image_bytes, read_bytes
 from .preprocess import PreprocessSpec
 from .shm import park_in_shm
 
@@ -48,6 +48,7 @@ def decode_chunk(
     max_pixels: int | None,
     use_shm: bool = False,
     known_hashes: Sequence[str | None] | None = None,
+    max_bytes: int | None = MAX_FILE_BYTES,
 ) -> ChunkResult:
     """Worker entry point: read, hash, decode and preprocess a run of files. Never raises for a bad file.
 
@@ -62,7 +63,7 @@ def decode_chunk(
     skipped: list[tuple[int, str]] = []
     for offset, path in enumerate(paths):
         try:
-            data = read_bytes(path)
+            data = read_bytes(path, max_bytes)
             known = known_hashes[offset] if known_hashes is not None else None
             digest = known or hashlib.sha256(data).hexdigest()
             img = decode_image_bytes(data, max_pixels=max_pixels)

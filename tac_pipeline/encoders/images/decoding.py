@@ -25,9 +25,21 @@ class ImageDecodeError(Exception):
         self.reason = reason
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
+#: The largest image file read by default (256 MiB): a larger one is refused before any byte is read.
+MAX_FILE_BYTES = 256 * 2**20
+
+
+def read_bytes(path: str | os.PathLike[str], max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes; :class:`ImageDecodeError` for a folder, an unreadable file, or one larger than
+    ``max_bytes`` (checked on the open file before reading it; None: no limit)."""
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise ImageDecodeError(
+                    f"too large: {size / 2**20:,.1f} MiB, over the {max_bytes / 2**20:,.0f} MiB limit for one "
+                    "image file (max_file_bytes): not read"
+                )
             return fh.read()
     except IsADirectoryError:
         raise ImageDecodeError("unreadable: is a folder") from None
@@ -148,6 +160,8 @@ def decode_image_bytes(data: bytes, *, max_pixels: int | None = None) -> Image.I
         raise ImageDecodeError(f"cannot convert mode {img.mode} to RGB: {exc}") from None
 
 
-def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
+def load_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = None, max_bytes: int | None = MAX_FILE_BYTES
+) -> Image.Image:
     """Read one image file as RGB (see :func:`decode_image_bytes`); raises :class:`ImageDecodeError`."""
-    return decode_image_bytes(read_bytes(path), max_pixels=max_pixels)
+    return decode_image_bytes(read_bytes(path, max_bytes), max_pixels=max_pixels)

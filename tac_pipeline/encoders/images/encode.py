@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import reader
+from .decoding import MAX_FILE_BYTES
 from .discovery import DropListing, ImageRecord
 from .preprocess import PreprocessSpec
 
@@ -53,6 +54,7 @@ def encode_drop(
     batch_size: int | None = None,
     progress_every: float = 10.0,
     max_image_pixels: int | None = None,
+    max_file_bytes: int | None = MAX_FILE_BYTES,
     start_method: str | None = None,
     resize: int | None = None,
     content_hashes: Sequence[str | None] | None = None,
@@ -63,6 +65,7 @@ def encode_drop(
     on the encoder's device. Returns L2-normalised float32 embeddings, one row per decodable image.
     ``resize``: the short side before the centre crop (default: the model's own, its crop size).
     ``content_hashes``: the sha256 of each record where the caller already has it (not computed again).
+    ``max_file_bytes``: a larger file is skipped before it is read (None: no limit).
     """
     listing_skipped: list[tuple[str, str]] = []
     if isinstance(records, DropListing):
@@ -85,6 +88,7 @@ def encode_drop(
         logger=logger,
         progress_every=progress_every,
         max_image_pixels=max_image_pixels,
+        max_file_bytes=max_file_bytes,
         output="uint8" if spec is not None else "float32",
         start_method=start_method,
         content_hashes=content_hashes,

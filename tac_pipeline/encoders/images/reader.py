@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .chunks import ChunkResult, decode_chunk
+from .decoding import MAX_FILE_BYTES
 from .discovery import DropListing, ImageRecord, id_component
 from .preprocess import PreprocessSpec
 from .shm import SHM_HEADROOM, shm_free_bytes, take_from_shm
@@ -86,6 +87,7 @@ class ImageReader:
         logger: logging.Logger | Any | None = None,
         progress_every: float = 10.0,
         max_image_pixels: int | None = None,
+        max_file_bytes: int | None = MAX_FILE_BYTES,
         output: str = "float32",
         start_method: str | None = None,
         content_hashes: Sequence[str | None] | None = None,
@@ -125,6 +127,7 @@ class ImageReader:
         self._logger = logger
         self._progress_every = progress_every
         self._max_pixels = Image.MAX_IMAGE_PIXELS if max_image_pixels is None else max_image_pixels
+        self._max_bytes = max_file_bytes
         self._start_method = start_method or default_start_method()
         # Pixels come back through shared memory where /dev/shm exists (Linux); a chunk falls back to the pipe
         # when /dev/shm is short of space.
@@ -167,7 +170,10 @@ class ImageReader:
     def _chunk(self, start: int, stop: int, use_shm: bool = False) -> tuple[Any, ...]:
         """The arguments of :func:`decode_chunk` for the files ``start:stop``."""
         known = None if self._known is None else self._known[start:stop]
-        return (start, self._paths[start:stop], self._worker_preprocess, self._max_pixels, use_shm, known)
+        return (
+            start, self._paths[start:stop], self._worker_preprocess, self._max_pixels, use_shm, known,
+            self._max_bytes,
+        )  # fmt: skip
 
     def _submit(self, executor: cf.ProcessPoolExecutor, start: int, stop: int) -> cf.Future[ChunkResult]:
         return executor.submit(decode_chunk, *self._chunk(start, stop, self._use_shm))
