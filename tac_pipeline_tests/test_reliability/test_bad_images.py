@@ -176,3 +176,28 @@ def test_the_size_limit_is_a_setting_and_skips_the_file_in_a_drop(tmp_path):
     assert sum(len(batch.indices) for batch in pixels) == 1
     [(name, reason)] = images.skipped
     assert name == "big.png" and reason.startswith("too large: 4.0 MiB, over the 3 MiB limit")
+
+
+def test_avif_is_embedded_and_heic_without_its_decoder_is_skipped_with_the_remedy(tmp_path):
+    import io
+
+    from tac_pipeline.encoders import discover_images, read_images
+    from tac_pipeline.encoders.images.preprocess import PreprocessSpec
+
+    drop = tmp_path / "drop"
+    (drop / "cats").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (24, 24), (20 * i, 100, 30)).save(drop / "cats" / f"c{i}.AVIF", format="AVIF")
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(200)  # an iPhone photo's header
+    (drop / "cats" / "phone.heic").write_bytes(heic)
+    listing = discover_images(drop)
+    assert sorted(r.path.name for r in listing.records) == ["c0.AVIF", "c1.AVIF", "c2.AVIF", "phone.heic"]
+    spec = PreprocessSpec(size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    images = read_images(listing, spec, num_workers=0)
+    assert sum(len(batch.indices) for batch in images) == 3  # every AVIF decoded
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        [(name, reason)] = images.skipped
+        assert name == "cats/phone.heic" and "pip install pillow-heif" in reason
+    assert Image.open(io.BytesIO((drop / "cats" / "c0.AVIF").read_bytes())).format == "AVIF"

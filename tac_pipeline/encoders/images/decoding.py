@@ -118,6 +118,29 @@ def _exif_transpose(img: Image.Image) -> Image.Image:
     return img
 
 
+#: The ISO base-media brands of HEIF images (HEIC, and still images in general); AVIF's are decoded by Pillow.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+def _heif_brand(data: bytes) -> str | None:
+    """The HEIF brand of an ISO base-media file (``ftyp`` box), or None."""
+    if len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return data[8:12].decode("ascii")
+    return None
+
+
+def _register_heif() -> None:
+    """Let Pillow open HEIC/HEIF where the optional ``pillow-heif`` is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+_register_heif()
+
+
 def decode_image_bytes(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
     """Decode an encoded image to RGB (first frame, EXIF orientation applied), or raise ImageDecodeError.
 
@@ -134,6 +157,11 @@ def decode_image_bytes(data: bytes, *, max_pixels: int | None = None) -> Image.I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
+        if _heif_brand(data) is not None:
+            raise ImageDecodeError(
+                f"HEIF image ({_heif_brand(data)}) that this Pillow cannot decode: pip install pillow-heif "
+                "to embed HEIC/HEIF files"
+            ) from None
         raise ImageDecodeError("not an image: unknown format or not image data") from None
     except Exception as exc:  # Pillow plugins raise many types on malformed headers
         raise ImageDecodeError(f"corrupt image header: {type(exc).__name__}: {exc}") from None

@@ -23,7 +23,11 @@ from tac_pipeline.common.messages import listed
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DropListing", "ImageRecord", "discover_images", "id_component"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+#: Image files a drop is listed for. AVIF decodes with Pillow itself; HEIC/HEIF with the optional
+#: ``pillow-heif`` (without it such files are listed and skipped, with the reason and the remedy).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic", ".heif"}
+)
 SPLIT_NAMES = ("train", "test")
 
 
