@@ -22,6 +22,8 @@ variable                    meaning                                             
 ``WNSEARCHDIR``             a WordNet 3.0 ``dict`` folder, searched before the system ones         none
 ``NLTK_DATA``               more folders where nltk's corpora may be                               none
 ``TAC_MAX_IMAGE_MB``        an image file larger than this (MiB) is skipped before it is read      256
+``TAC_IMAGE_ROOTS``         folders besides the data root that drops may read (``:``-separated)    none
+``TAC_MAX_DROP_FILES``      a drop holding more files than this is refused                         10,000,000
 ``VERBOSE``                 the commands also print Dagster's event stream (``-v``)                 off
 ==========================  =====================================================================  ===========
 
@@ -104,6 +106,10 @@ class TacConfig:
     nltk_data: tuple[Path, ...] = ()
     #: An image file larger than this many MiB is skipped, unread (``TAC_MAX_IMAGE_MB``).
     max_image_mb: int = 256
+    #: Absolute folders besides the data root that drops may take images from (``TAC_IMAGE_ROOTS``).
+    image_roots: tuple[Path, ...] = ()
+    #: A drop holding more files than this is refused (``TAC_MAX_DROP_FILES``).
+    max_drop_files: int = 10_000_000
     #: The commands print Dagster's event stream too (``VERBOSE=1`` or ``-v``), not only one line per step.
     verbose: bool = False
 
@@ -122,6 +128,8 @@ class TacConfig:
             wordnet_dir=Path(_text(env, "WNSEARCHDIR")) if _text(env, "WNSEARCHDIR") else None,
             nltk_data=tuple(Path(p) for p in _text(env, "NLTK_DATA").split(os.pathsep) if p),
             max_image_mb=_whole(env, "TAC_MAX_IMAGE_MB", 256, 1, 1 << 20),
+            image_roots=_image_roots(env),
+            max_drop_files=_whole(env, "TAC_MAX_DROP_FILES", 10_000_000, 1, 10**12),
             verbose=_flag(env, "VERBOSE"),
         )
 
@@ -168,6 +176,14 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ConfigError(f"${name}: {raw!r} is not one of {', '.join(allowed)} (default {allowed[0]})")
     return raw
+
+
+def _image_roots(env: Mapping[str, str]) -> tuple[Path, ...]:
+    roots = tuple(Path(p).expanduser() for p in _text(env, "TAC_IMAGE_ROOTS").split(os.pathsep) if p.strip())
+    relative = [str(p) for p in roots if not p.is_absolute()]
+    if relative:
+        raise ConfigError(f"TAC_IMAGE_ROOTS must list absolute folders, not {', '.join(relative)}")
+    return roots
 
 
 def _vocabulary(env: Mapping[str, str]) -> str:

@@ -52,6 +52,8 @@ def build_definitions(
             wordnet_dir=str(config.wordnet_dir) if config.wordnet_dir else None,
             nltk_data=[str(d) for d in config.nltk_data],
             max_image_mb=config.max_image_mb,
+            image_roots=[str(r) for r in config.image_roots],
+            max_drop_files=config.max_drop_files,
         ),
         "clip_encoder": encoder,
         "compute_device": ComputeDeviceResource(device=device or config.device),

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tac_pipeline.common.atomic import atomic_write
+from tac_pipeline.encoders.images.walk import PSEUDO_FILE_SYSTEMS
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ def _walk_into(
     """
     folders.setdefault(os.fspath(top), _mtime_ns(top))
     for folder, dirs, files in os.walk(top, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and os.path.join(folder, d) not in PSEUDO_FILE_SYSTEMS
+        )  # never /proc, /sys or /dev, even under an [images] root of /
         folder_path = Path(folder)
         folder_stat = folder_path.stat()
         folders[folder] = folder_stat.st_mtime_ns

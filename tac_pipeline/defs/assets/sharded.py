@@ -215,7 +215,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         if byo_table(drop) is not None:
             return ShardPlan(drop=drop, listing=None, slices=[(0, 0)] * n_shards, drop_digest=None)
         settings = pinned_dataset_settings(context, tac_data)  # this run's dataset.toml, read once
-        listing = tac_data.list_images(context.partition_key, settings)
+        listing = tac_data.list_images(context.partition_key, settings, log=context.log)
         slices = shard_slices(len(listing.records), n_shards)
         context.log.info(
             f"{len(listing.records)} images in {n_shards} shards of {slices[0][1] - slices[0][0]}"

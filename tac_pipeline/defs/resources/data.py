@@ -31,9 +31,24 @@ class TacDataResource(ConfigurableResource):
         default=256, ge=1, description="An image file larger than this (MiB) is skipped before it is read."
     )
 
+    image_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders besides the data root that drops may take images from ($TAC_IMAGE_ROOTS).",
+    )
+    max_drop_files: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="A drop holding more files than this is refused ($TAC_MAX_DROP_FILES).",
+    )
+
     @property
     def max_image_bytes(self) -> int:
         return self.max_image_mb * 2**20
+
+    @property
+    def roots(self) -> list[Path]:
+        """Where drops may take images from: the data root, then the allowed image roots."""
+        return [self.root, *(Path(r) for r in self.image_roots)]
 
     @property
     def root(self) -> Path:
@@ -49,9 +64,20 @@ class TacDataResource(ConfigurableResource):
     def settings(self, dataset: str) -> DatasetSettings:
         return drop_settings(self.drop_dir(dataset))
 
-    def list_images(self, dataset: str, settings: DatasetSettings | None = None):
-        """The drop's images (a ``DropListing``): its own files, or those its ``[images]`` setting names."""
-        return list_drop_images(self.drop_dir(dataset), settings or self.settings(dataset))
+    def list_images(self, dataset: str, settings: DatasetSettings | None = None, log=None):
+        """The drop's images (a ``DropListing``): its own files, or those its ``[images]`` setting names, read
+        only inside :attr:`roots`; a long listing logs its progress to ``log``."""
+
+        def progress(folders: int, files: int) -> None:
+            log.info(f"listing the drop: {folders:,} folders, {files:,} files so far")
+
+        return list_drop_images(
+            self.drop_dir(dataset),
+            settings or self.settings(dataset),
+            roots=self.roots,
+            progress=progress if log is not None else None,
+            max_files=self.max_drop_files,
+        )
 
     def noun_vocabulary(self, vocabulary: str, *, logger=None, download: bool = True):
         """The WordNet noun vocabulary, cached and built under this data root (:func:`wordnet_nouns`)."""

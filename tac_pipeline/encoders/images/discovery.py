@@ -17,9 +17,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from tac_pipeline.common.messages import listed
+
+from .walk import MAX_FILES, Found, Progress, Walker, id_component, is_inside
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DropListing", "ImageRecord", "discover_images", "id_component"]
 
@@ -69,90 +70,13 @@ class DropListing:
         return len(self.records)
 
 
-def id_component(name: str) -> str:
-    """A file-name component as valid UTF-8 text (undecodable bytes written as ``\\xNN``)."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
-def _is_inside(target: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([target, root]) == root
-    except ValueError:  # different drives (Windows)
-        return False
-
-
-class _Found(NamedTuple):
-    """An image file the walk reached: its id parts, the path it was reached by, its real path, and whether a
-    symlink led to it."""
-
-    rel: tuple[str, ...]
-    path: Path
-    real: str
-    linked: bool
-
-
-def _walk(
-    folder: Path,
-    rel: tuple[str, ...],
-    ancestors: frozenset[str],
-    root_real: str,
-    found: list[_Found],
-    skipped: list[tuple[str, str]],
-    folder_real: str,
-    linked: bool = False,
-) -> None:
-    """Collect the image files under ``folder`` (sorted, hidden entries skipped); follow a symlink only when
-    its target lies inside ``root_real``; ``rel`` is the id prefix of ``folder``, ``folder_real`` its real
-    path, ``linked`` whether a symlink led to it."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: os.fsencode(e.name))
-    except OSError as exc:
-        skipped.append(("/".join(rel) or ".", f"unreadable folder: {exc.strerror or exc}"))
-        return
-    for entry in entries:
-        name = entry.name
-        if name.startswith("."):
-            continue
-        rel_entry = (*rel, id_component(name))
-        shown = "/".join(rel_entry)
-        path = Path(entry.path)
-        target = os.path.join(folder_real, name)
-        try:
-            is_link = entry.is_symlink()
-            if is_link:
-                target = os.path.realpath(path)
-                if not _is_inside(target, root_real):
-                    skipped.append((shown, "symlink pointing outside the drop: not followed"))
-                    continue
-                if not os.path.exists(target):
-                    skipped.append((shown, "broken symlink"))
-                    continue
-            is_dir = entry.is_dir(follow_symlinks=True)
-            is_file = not is_dir and entry.is_file(follow_symlinks=True)
-        except OSError as exc:
-            skipped.append((shown, f"unreadable entry: {exc.strerror or exc}"))
-            continue
-        if is_dir:
-            if target in ancestors:
-                skipped.append((shown, "symlink loop: not followed"))
-                continue
-            _walk(path, rel_entry, ancestors | {target}, root_real, found, skipped, target, linked or is_link)
-        elif is_file and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            found.append(_Found(rel_entry, path, target, linked or is_link))
-
-
-def _count_once(found: list[_Found], skipped: list[tuple[str, str]]) -> list[_Found]:
+def _count_once(found: list[Found], skipped: list[tuple[str, str]]) -> list[Found]:
     """Each real file once: where symlinks inside the drop reach a file under two names (two labels), keep the
     name reached without a symlink (else the first) and report the others as skipped."""
-    by_real: dict[str, list[_Found]] = {}
+    by_real: dict[str, list[Found]] = {}
     for item in found:
         by_real.setdefault(item.real, []).append(item)
-    kept: list[_Found] = []
+    kept: list[Found] = []
     for group in by_real.values():
         keep = next((item for item in group if not item.linked), group[0])
         kept.append(keep)
@@ -169,6 +93,9 @@ def discover_images(
     image_root: str | os.PathLike[str] | None = None,
     splits: dict[str, str] | None = None,
     classes: Sequence[str] | None = None,
+    allowed_roots: Sequence[str | os.PathLike[str]] = (),
+    progress: Progress | None = None,
+    max_files: int | None = MAX_FILES,
 ) -> DropListing:
     """List the images of a drop folder in a deterministic order (sorted by image_id).
 
@@ -179,28 +106,31 @@ def discover_images(
     ``train``). ``notes`` says how an ambiguous top level was read. Extensions
     (case-insensitive): see :data:`IMAGE_EXTENSIONS`. Hidden entries (names starting with ``.``) and other
     extensions are skipped silently. Symlinks are followed only when their resolved target lies inside the
-    drop, and a file reached twice (``cat/alias -> ../dog``) is counted once, under the name reached without a
-    symlink; the other names are reported in ``skipped``.
+    drop or one of ``allowed_roots``; each real folder is walked once and a file reached twice
+    (``cat/alias -> ../dog``) is counted once, under the name reached without a symlink; the other names are
+    reported in ``skipped`` (:mod:`.walk`). ``progress(folders, files)`` hears from a long walk; a drop of more
+    than ``max_files`` files raises :class:`~.walk.DropTooLargeError`.
 
     With ``image_root`` (a drop's ``[images]`` setting) the images come from that folder instead:
     ``image_root/<splits[split]>/<class>/**`` for each split (ids ``<split>/<class>/…``), or
     ``image_root/<class>/**`` without ``splits``; only the ``classes`` named (default: every class folder).
     """
+    options = {"allowed": allowed_roots, "progress": progress, "max_files": max_files}
     if image_root is not None:
-        return _discover_outside(Path(image_root), splits, classes)
+        return _discover_outside(Path(image_root), splits, classes, options)
     root = Path(drop_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"drop folder not found or not a folder: {root}")
     root_real = os.path.realpath(root)
-    found: list[_Found] = []
-    skipped: list[tuple[str, str]] = []
-    _walk(root, (), frozenset({root_real}), root_real, found, skipped, root_real)
-    found = _count_once(found, skipped)
+    walker = Walker(root_real, IMAGE_EXTENSIONS, **options)
+    walker.walk(root, (), root_real)
+    skipped = walker.skipped
+    found = _count_once(walker.found, skipped)
     layout, notes = _layout(found)
     return _listing(root, found, skipped, layout, notes)
 
 
-def _layout(found: list[_Found]) -> tuple[str, list[str]]:
+def _layout(found: list[Found]) -> tuple[str, list[str]]:
     """The layout of a drop's own folders, and the notes a user should read about it.
 
     Top-level folders named ``train`` or ``test`` are splits when they are all there is, or when each of them
@@ -243,7 +173,7 @@ def _layout(found: list[_Found]) -> tuple[str, list[str]]:
 
 def _listing(
     root: Path,
-    found: list[_Found],
+    found: list[Found],
     skipped: list[tuple[str, str]],
     layout: str,
     notes: list[str] | None = None,
@@ -286,7 +216,7 @@ def _listing(
 
 
 def _discover_outside(
-    image_root: Path, splits: dict[str, str] | None, classes: Sequence[str] | None
+    image_root: Path, splits: dict[str, str] | None, classes: Sequence[str] | None, options: dict
 ) -> DropListing:
     """The images of a drop kept under ``image_root`` (see :func:`discover_images`)."""
     if not image_root.is_dir():
@@ -294,8 +224,10 @@ def _discover_outside(
             f"dataset.toml: images.root {image_root} is not a folder: point it at the folder holding the images"
         )
     root_real = os.path.realpath(image_root)
-    found: list[_Found] = []
-    skipped: list[tuple[str, str]] = []
+    walker = Walker(
+        root_real, IMAGE_EXTENSIONS, outside="symlink pointing outside images.root: not followed", **options
+    )
+    skipped = walker.skipped
     for split, folder in (splits or {None: None}).items():
         base = image_root / folder if folder else image_root
         if not base.is_dir():
@@ -313,10 +245,10 @@ def _discover_outside(
         for name in sorted(wanted):
             prefix = (split, name) if split else (name,)
             folder_real = os.path.realpath(base / name)
-            if not _is_inside(folder_real, root_real):
-                skipped.append(("/".join(prefix), "symlink pointing outside images.root: not followed"))
+            if not any(is_inside(folder_real, root) for root in walker.roots):
+                skipped.append(("/".join(prefix), walker.outside))
                 continue
-            ancestors = frozenset({root_real, folder_real})
-            linked = os.path.islink(base / name)
-            _walk(base / name, prefix, ancestors, root_real, found, skipped, folder_real, linked)
-    return _listing(image_root, _count_once(found, skipped), skipped, "splits" if splits else "classes")
+            walker.walk(base / name, prefix, folder_real, os.path.islink(base / name))
+    return _listing(
+        image_root, _count_once(walker.found, skipped), skipped, "splits" if splits else "classes"
+    )

@@ -150,7 +150,7 @@ def test_images_outside_the_drop_only_the_named_classes_and_splits(tmp_path):
     assert test_ids[0] == f"test/{classes[0]}/{classes[0]}_0.JPEG"  # val/ read as the test split
     assert all(r.path.is_relative_to(root / "val") for r in listing.records if r.split == "test")
     assert listing.skipped == [
-        (f"train/{classes[0]}/leak.JPEG", "symlink pointing outside the drop: not followed")
+        (f"train/{classes[0]}/leak.JPEG", "symlink pointing outside images.root: not followed")
     ]
 
     with pytest.raises(FileNotFoundError, match="n09999999"):
