@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -201,3 +202,19 @@ def test_avif_is_embedded_and_heic_without_its_decoder_is_skipped_with_the_remed
         [(name, reason)] = images.skipped
         assert name == "cats/phone.heic" and "pip install pillow-heif" in reason
     assert Image.open(io.BytesIO((drop / "cats" / "c0.AVIF").read_bytes())).format == "AVIF"
+
+
+def test_an_undecodable_name_and_its_escape_written_literally_are_two_paths(tmp_path):
+    from tac_pipeline.defs.assets.embeddings import image_table
+    from tac_pipeline.encoders.images.discovery import path_text, text_path
+
+    byte_name = os.fsdecode(b"caf\xe9.png")  # a name holding the byte 0xE9 (not UTF-8)
+    literal = "caf\\xe9.png"  # a name holding a backslash, an x, an e and a 9
+    for name in (byte_name, literal, "plain.png", "back\\slash.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="PNG")
+    texts = [path_text(name) for name in (byte_name, literal)]
+    assert texts == ["caf\\xe9.png", "caf\\\\xe9.png"] and len(set(texts)) == 2
+    for name in (byte_name, literal, "plain.png", "back\\slash.png"):
+        assert text_path(path_text(name)) == Path(name) and (tmp_path / text_path(path_text(name))).is_file()
+    table = image_table(["a", "b"], [byte_name, literal], ["h1", "h2"], [None, None], [None, None], np.eye(2))
+    assert len(set(table["path"].to_pylist())) == 2

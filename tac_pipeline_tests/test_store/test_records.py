@@ -126,8 +126,12 @@ def test_a_cut_short_table_is_named_with_its_fix_and_the_shared_nouns_are_made_a
         path = latest.existing_path()
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])  # cut short, as a full disk or a killed copy leaves it
-        assert not latest.readable() and not shared_nouns_ready(instance, "v1")  # make cluster makes them again
+        assert not latest.readable() and not shared_nouns_ready(
+            instance, "v1"
+        )  # make cluster makes them again
         with pytest.raises(StoredTableError) as caught:
             latest.read_table()
         message = str(caught.value)
-        assert str(path) in message and f"materialize {NOUN_ASSET} again" in message and "cut short" in message
+        assert (
+            str(path) in message and f"materialize {NOUN_ASSET} again" in message and "cut short" in message
+        )

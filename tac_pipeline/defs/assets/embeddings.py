@@ -41,8 +41,10 @@ class NounEmbeddingsConfig(Config):
 
 
 def _utf8_path(path) -> str | None:
-    """A drop-relative path as valid UTF-8 text: bytes of a non-UTF-8 file name as ``\\xNN`` (like image_id)."""
-    return None if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A drop-relative path as valid UTF-8 text naming one file (:func:`~tac_pipeline.encoders.path_text`)."""
+    from tac_pipeline.encoders.images.discovery import path_text
+
+    return None if path is None else path_text(path)
 
 
 def image_table(

@@ -24,6 +24,7 @@ from dagster import MetadataValue
 from tac_pipeline.common.atomic import write_bytes_atomically
 from tac_pipeline.common.messages import more_row
 from tac_pipeline.defs.io_managers import StoreIOManager
+from tac_pipeline.encoders.images.discovery import text_path
 from tac_pipeline.tac.naming import cluster_names, cluster_noun_counts
 
 if TYPE_CHECKING:
@@ -300,7 +301,7 @@ def gallery_mosaic(
         for col, i in enumerate(members):
             tile = None
             if paths[i]:
-                path = drop_dir / paths[i]
+                path = drop_dir / text_path(paths[i])
                 if _inside(path, drop_dir) and path.is_file():
                     tile = _thumbnail(path, size)
             top, left = row * cell, col * cell

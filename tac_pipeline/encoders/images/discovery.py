@@ -22,7 +22,16 @@ from tac_pipeline.common.messages import listed
 
 from .walk import MAX_FILES, Found, Progress, Walker, id_component, is_inside
 
-__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "DropListing", "ImageRecord", "discover_images", "id_component"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SPLIT_NAMES",
+    "DropListing",
+    "ImageRecord",
+    "discover_images",
+    "id_component",
+    "path_text",
+    "text_path",
+]
 
 #: Image files a drop is listed for. AVIF decodes with Pillow itself; HEIC/HEIF with the optional
 #: ``pillow-heif`` (without it such files are listed and skipped, with the reason and the remedy).
@@ -68,6 +77,29 @@ class DropListing:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    r"""A relative path as valid UTF-8 text that names exactly one file: an undecodable byte as ``\xNN`` and a
+    literal backslash as ``\\``, so a file named with the byte ``0xE9`` and one literally named ``\xe9``
+    never share a text (:func:`text_path` reads it back)."""
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def text_path(text: str) -> Path:
+    r"""The path :func:`path_text` wrote (``\\`` → ``\``, ``\xNN`` → that byte)."""
+    raw, out, i = text.encode("utf-8"), bytearray(), 0
+    while i < len(raw):
+        if raw[i : i + 2] == b"\\\\":
+            out += b"\\"
+            i += 2
+        elif raw[i : i + 2] == b"\\x" and len(raw) >= i + 4:
+            out.append(int(raw[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return Path(os.fsdecode(bytes(out)))
 
 
 def _count_once(found: list[Found], skipped: list[tuple[str, str]]) -> list[Found]:
