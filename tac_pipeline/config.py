@@ -152,7 +152,17 @@ class TacConfig:
         env["TAC_CLIP_MODEL"] = self.encoder.model
         env["TAC_CLIP_PRETRAINED"] = self.encoder.pretrained or "none"
         env["DAGSTER_HOME"] = str(self.dagster_home)
+        if self.image_roots:
+            env["TAC_IMAGE_ROOTS"] = os.pathsep.join(str(root) for root in self.image_roots)
         return env
+
+    def allowing(self, folder: str | os.PathLike[str]) -> TacConfig:
+        """This configuration with ``folder`` added to the allowed image roots (``make reproduce --source``:
+        the operator named it on the command line)."""
+        folder = Path(folder).expanduser().absolute()
+        if folder in self.image_roots:
+            return self
+        return replace(self, image_roots=(*self.image_roots, folder))
 
 
 def process_environment(**extra: str) -> dict[str, str]:

@@ -105,3 +105,14 @@ def test_the_definitions_are_built_from_a_configuration(tmp_path):
     assert resources["compute_device"].device == "cpu" and resources["tac_data"].data_dir == str(tmp_path)
     assert resources["io_manager"].base_dir == str(tmp_path / "store")
     assert resources["clip_encoder"].identity() == config.encoder.choice().identity
+
+
+def test_a_folder_named_on_the_command_line_is_allowed_for_its_runs(tmp_path):
+    config = TacConfig.from_env({"TAC_IMAGE_ROOTS": str(tmp_path / "a")})
+    allowed = config.allowing(tmp_path / "imagenet")
+    assert (
+        allowed.image_roots == (tmp_path / "a", tmp_path / "imagenet")
+        and allowed.allowing(tmp_path / "a") == allowed
+    )
+    child = TacConfig.from_env(allowed.environment({}))  # the runs the command starts see it too
+    assert child.image_roots == allowed.image_roots

@@ -89,6 +89,8 @@ def reproduce(
     except SourceError as exc:
         print(f"\nmake reproduce: {exc}", file=sys.stderr)
         return 2
+    if source is not None:  # the images the drop names stay in the source the command was given
+        config = config.allowing(source)
     what = "already prepared" if written is None else f"{written} images written"
     print(f"Drop {drop}: {what}; K = {dataset.n_clusters}, resize {dataset.resize}.")
     try:

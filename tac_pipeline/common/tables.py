@@ -21,6 +21,16 @@ def read_parquet(source, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(source, columns=columns, use_threads=False)
 
 
+def parquet_footer_reads(source) -> bool:
+    """True when a Parquet file's footer (its schema and row groups) reads: a cut-short or damaged file's does
+    not. Reads the footer only (``source``: a path or a binary file object)."""
+    try:
+        pq.read_metadata(source)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
+
+
 def embedding_array(x: np.ndarray) -> pa.FixedSizeListArray:
     """(N, d) float array → fixed-size list<float32>[d] column, without a Python loop."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))

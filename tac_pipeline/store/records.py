@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from upath import UPath
 
-from tac_pipeline.common.tables import read_parquet
+from tac_pipeline.common.tables import parquet_footer_reads, read_parquet
 
 CODE_VERSION_TAG = "dagster/code_version"
 DATA_VERSION_TAG = "dagster/data_version"
@@ -81,10 +80,9 @@ class Materialization:
             return False
         try:
             with path.open("rb") as handle:
-                pq.ParquetFile(handle).metadata  # noqa: B018 - reading the footer is the check
-        except (OSError, pa.ArrowException):
+                return parquet_footer_reads(handle)
+        except OSError:
             return False
-        return True
 
 
 class StoredTableError(OSError):
