@@ -202,3 +202,23 @@ def test_in_process_mode_runs_every_step_in_the_run_process(tmp_path):
     assert max_overlap([(r["start"], r["end"]) for r in gpu]) == 1
     images = records["read_images_step"]
     assert images["rows"] == images["ok"] == 24 and images["skipped"] == 0
+
+
+def test_after_the_forkserver_preload_a_head_fit_imports_nothing():
+    """What the steps' forkserver imports once per run leaves nothing for Adam (the heads' optimiser) to
+    import lazily inside the timed fit."""
+    code = (
+        "import importlib, json, sys, time\n"
+        f"for name in {list(FORKSERVER_PRELOAD)!r}: importlib.import_module(name)\n"
+        "import torch\n"
+        "before = set(sys.modules)\n"
+        "start = time.perf_counter()\n"
+        "torch.optim.Adam(torch.nn.Linear(8, 4).parameters(), lr=1e-3)\n"
+        "print(json.dumps([sorted(set(sys.modules) - before), time.perf_counter() - start]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=RUN_S
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    new, seconds = json.loads(done.stdout.strip().splitlines()[-1])
+    assert new == [] and seconds < 0.5

@@ -19,7 +19,9 @@ EXECUTOR_MODES = ("forkserver", "spawn", "in_process")
 #: CUDA at import: a process forked after CUDA is initialised cannot use the GPU ("Cannot re-initialize
 #: CUDA in forked subprocess"). Importing torch is fine; asking it for devices is not, so the executor
 #: counts GPUs when a run starts, never at import (tac_pipeline_tests/test_defs/test_executors.py checks all of this).
-FORKSERVER_PRELOAD = ("dagster", "torch", "tac_pipeline.definitions")
+#: ``torch._dynamo``: ``torch.optim.Adam`` imports it at its first construction (about 1 s on 2 cores, some 900
+#: modules), which would otherwise fall inside every ``trained_heads`` step.
+FORKSERVER_PRELOAD = ("dagster", "torch", "torch._dynamo", "tac_pipeline.definitions")
 
 
 def _executor_config(mode: str, n_gpus: int | None) -> dict:
