@@ -118,13 +118,13 @@ class TacConfig:
         """The configuration the environment (``env``, default the process's) describes."""
         env = os.environ if env is None else env
         return cls(
-            data_dir=Path(_text(env, "TAC_DATA_DIR") or "data").expanduser().absolute(),
+            data_dir=data_dir_from_env(env),
             encoder=_encoder(env),
             device=_device(env),
             noun_vocabulary=_vocabulary(env),
             recluster_cron=_cron(env),
             deployment=_deployment(env),
-            dagster_home=Path(_text(env, "DAGSTER_HOME") or ".dagster_home").expanduser().absolute(),
+            dagster_home=dagster_home_from_env(env),
             wordnet_dir=Path(_text(env, "WNSEARCHDIR")) if _text(env, "WNSEARCHDIR") else None,
             nltk_data=tuple(Path(p) for p in _text(env, "NLTK_DATA").split(os.pathsep) if p),
             max_image_mb=_whole(env, "TAC_MAX_IMAGE_MB", 256, 1, 1 << 20),
@@ -163,6 +163,21 @@ class TacConfig:
         if folder in self.image_roots:
             return self
         return replace(self, image_roots=(*self.image_roots, folder))
+
+
+def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """``$TAC_DATA_DIR`` (default ``./data``), absolute: the one variable the store's layout needs, read
+    without checking the others."""
+    return Path(_text(os.environ if env is None else env, "TAC_DATA_DIR") or "data").expanduser().absolute()
+
+
+def dagster_home_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), absolute, read without checking the other variables."""
+    return (
+        Path(_text(os.environ if env is None else env, "DAGSTER_HOME") or ".dagster_home")
+        .expanduser()
+        .absolute()
+    )
 
 
 def process_environment(**extra: str) -> dict[str, str]:

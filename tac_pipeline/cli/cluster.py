@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tac_pipeline.cli.progress import RunFollower
+from tac_pipeline.cli.progress import RunFollower, failure_detail
 from tac_pipeline.common.tables import read_parquet
 from tac_pipeline.config import TacConfig
 from tac_pipeline.defs.names import DATASET_ASSETS, IMAGE_ASSET, NOUN_ASSET
@@ -43,10 +43,7 @@ def _failure_message(instance, run_id: str | None) -> str:
     messages = []
     for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE) if run_id else []:
         event = record.dagster_event
-        error = event.step_failure_data.error if event and event.step_failure_data else None
-        detail = error.message.strip() if error else record.message
-        if error and error.cause:  # Dagster wraps the user's exception; its text is the useful part
-            detail = error.cause.message.strip()
+        detail = failure_detail(event, record.message) if event else record.message
         messages.append(f"step {event.step_key if event else '?'} failed: {detail}")
     return "\n".join(messages) or "the run failed (see the Dagster UI or the log above)"
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -49,6 +48,14 @@ def key_figure(asset: str, metadata: dict[str, Any]) -> str:
         except (ValueError, TypeError):
             parts.append(f"{entry} {value}")
     return ", ".join(parts)
+
+
+def failure_detail(event, fallback: str) -> str:
+    """A failed step's own error text: the user's exception that Dagster wrapped, else Dagster's error."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    if error is None:
+        return fallback
+    return (error.cause or error).message.strip()
 
 
 def parse_progress(message: str) -> tuple[int, int, str] | None:
@@ -113,8 +120,7 @@ class RunFollower:
             self._print(f"{step} {seconds:.1f} s" + (f": {figure}" if figure else ""))
         elif event.is_step_failure and step is not None:
             self._close_bar(step)
-            error = event.step_failure_data.error
-            detail = (error.cause or error).message.strip() if error else entry.user_message
+            detail = failure_detail(event, entry.user_message)
             self.failures.append(f"step {step} failed: {detail}")
             self._print(f"{step} failed: {detail}", stream=sys.stderr)
 
@@ -142,16 +148,3 @@ class RunFollower:
     def _print(self, line: str, stream: TextIO | None = None) -> None:
         stream = stream or self._out
         print(line, file=stream, flush=True)
-
-
-def follow(
-    process_wait: Callable[[float], int | None], follower: RunFollower, poll_seconds: float = 0.5
-) -> int:
-    """Poll ``follower`` until ``process_wait(timeout)`` returns the process's exit code; that code."""
-    while True:
-        code = process_wait(poll_seconds)
-        follower.poll()
-        if code is not None:
-            follower.close()
-            return code
-        time.sleep(0)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from tac_pipeline.drops.keys import InvalidDatasetKeyError, validate_dataset_key
 from tac_pipeline.drops.settings import DatasetSettings, load_dataset_settings
+from tac_pipeline.encoders.images.walk import is_inside
 from tac_pipeline.store.layout import drops_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +48,7 @@ def check_inside_roots(
     whoever can write a drop must not make the pipeline read or show files anywhere else."""
     real = os.path.realpath(folder)
     allowed = [os.path.realpath(root) for root in roots]
-    if any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in allowed):
+    if any(is_inside(real, root) for root in allowed):
         return
     extra = ", ".join(allowed[1:]) or "none"
     raise OutsideImageRootsError(

@@ -15,7 +15,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus
 
 from tac_pipeline.common.atomic import atomic_write
-from tac_pipeline.config import TacConfig, use_dagster_home
+from tac_pipeline.config import dagster_home_from_env, use_dagster_home
 from tac_pipeline.store.layout import locks_dir
 
 #: The tag Dagster gives every run of one partition; the run queue's per-dataset limit is on it.
@@ -40,7 +40,7 @@ def say(message: str) -> None:
 def dagster_home() -> Path:
     """``$DAGSTER_HOME`` (default ``./.dagster_home``, then exported), created, holding a ``dagster.yaml``:
     the shipped :data:`INSTANCE_CONFIG` when it had none (one already there is never replaced)."""
-    home = TacConfig.from_env().dagster_home
+    home = dagster_home_from_env()
     home.mkdir(parents=True, exist_ok=True)
     use_dagster_home(home)
     target = home / "dagster.yaml"

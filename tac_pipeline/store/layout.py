@@ -42,9 +42,9 @@ def data_root(data_dir: PathLike | None = None) -> Path:
     """The data root: ``data_dir`` when given, else the configured one (``$TAC_DATA_DIR``, else ``./data``),
     absolute."""
     if data_dir is None:
-        from tac_pipeline.config import TacConfig
+        from tac_pipeline.config import data_dir_from_env
 
-        data_dir = TacConfig.from_env().data_dir
+        data_dir = data_dir_from_env()
     return Path(data_dir).expanduser().absolute()
 
 

@@ -26,7 +26,7 @@ from tac_pipeline.defs.io_managers import ParquetIOManager
 from tac_pipeline.drops.manifest import drop_manifest
 from tac_pipeline.store.records import latest_materialization, read_stored_table
 from tac_pipeline_tests.conftest import TOY_CLASSES, toy_image, write_toy_drop
-from tac_pipeline_tests.test_defs.test_assets.helpers import materialize_nouns, resources
+from tac_pipeline_tests.test_defs.test_assets.helpers import materialize_dataset, materialize_nouns, resources
 
 
 def _memory_store() -> str:
@@ -86,20 +86,7 @@ def test_reuse_stable_ids_and_digests_work_on_an_fsspec_store(data_dir):
 
 
 def _materialize(data_dir, instance, store) -> dict[str, dict]:
-    from tac_pipeline.defs.assets import build_assets
-    from tac_pipeline.defs.checks import build_asset_checks
-
-    if not instance.has_dynamic_partition("datasets", "toy"):
-        instance.add_dynamic_partitions("datasets", ["toy"])
-    assets = build_assets(store["clip_encoder"].identity())
-    result = materialize(
-        [*assets, *build_asset_checks(assets)],
-        selection=[a.key for a in assets if a.partitions_def is not None],
-        partition_key="toy",
-        resources=store,
-        instance=instance,
-    )
-    assert result.success
+    assert materialize_dataset(data_dir, instance, "toy", store=store).success
     return {
         name: {
             key: value.value for key, value in latest_materialization(instance, name, "toy").metadata.items()

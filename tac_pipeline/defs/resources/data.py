@@ -30,7 +30,6 @@ class TacDataResource(ConfigurableResource):
     max_image_mb: int = Field(
         default=256, ge=1, description="An image file larger than this (MiB) is skipped before it is read."
     )
-
     image_roots: list[str] = Field(
         default_factory=list,
         description="Folders besides the data root that drops may take images from ($TAC_IMAGE_ROOTS).",
@@ -46,13 +45,13 @@ class TacDataResource(ConfigurableResource):
         return self.max_image_mb * 2**20
 
     @property
+    def root(self) -> Path:
+        return data_root(self.data_dir)
+
+    @property
     def roots(self) -> list[Path]:
         """Where drops may take images from: the data root, then the allowed image roots."""
         return [self.root, *(Path(r) for r in self.image_roots)]
-
-    @property
-    def root(self) -> Path:
-        return data_root(self.data_dir)
 
     def drop_dir(self, dataset: str) -> Path:
         """The drop folder of a partition key (validated: a key never becomes a path traversal)."""

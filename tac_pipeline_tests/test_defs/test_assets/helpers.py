@@ -57,7 +57,9 @@ def materialize_dataset(
     encoder: ClipEncoderResource | None = None,
     raise_on_error: bool = True,
     run_config: dict | None = None,
+    store: dict | None = None,
 ):
+    """The dataset's assets for partition ``key``; ``store`` replaces :func:`resources` (another IO manager)."""
     encoder = encoder or tiny_encoder()
     if not instance.has_dynamic_partition(datasets_partitions.name, key):
         instance.add_dynamic_partitions(datasets_partitions.name, [key])
@@ -66,7 +68,7 @@ def materialize_dataset(
         [*assets, *build_asset_checks(assets)],
         selection=[a.key for a in assets if a.partitions_def is not None],
         partition_key=key,
-        resources=resources(data_dir, encoder),
+        resources=store or resources(data_dir, encoder),
         instance=instance,
         raise_on_error=raise_on_error,
         run_config=run_config,
