@@ -123,7 +123,9 @@ def build_drops_sensor(
         for key in keys:
             # Only a drop whose folders changed (or that was still settling) is walked file by file.
             state = drops_sensor_state(key, data_dir)
-            manifest = watched_drop_manifest(drops_dir(data_dir) / key, state, settle_seconds)
+            manifest = watched_drop_manifest(
+                drops_dir(data_dir) / key, state, settle_seconds, roots=tac_data.roots
+            )
             if manifest.settling(settle_seconds):
                 waiting.append(key)
             elif cursor.get(key) != manifest.digest:
@@ -175,7 +177,7 @@ def build_recluster_schedule(
         stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
         changed = {}
         for key in keys:
-            manifest = drop_manifest(drops_dir(tac_data.root) / key)
+            manifest = drop_manifest(drops_dir(tac_data.root) / key, tac_data.roots)
             if not (
                 manifest.settling(settle_seconds)
                 or recorded_drop_digest(context.instance, key) == manifest.digest

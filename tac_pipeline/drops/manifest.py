@@ -21,11 +21,12 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tac_pipeline.common.atomic import atomic_write
-from tac_pipeline.encoders.images.walk import PSEUDO_FILE_SYSTEMS
+from tac_pipeline.encoders.images.walk import PSEUDO_FILE_SYSTEMS, is_inside
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,15 @@ class DropManifest:
         return self.newest_mtime > now - settle_seconds
 
 
-def drop_manifest(drop_dir: str | os.PathLike[str]) -> DropManifest:
+def drop_manifest(
+    drop_dir: str | os.PathLike[str], roots: Sequence[str | os.PathLike[str]] | None = None
+) -> DropManifest:
     """Walk ``drop_dir`` (hidden entries skipped, symlinks not followed) and summarise it.
 
     A drop whose ``dataset.toml`` keeps its images elsewhere (``[images]``) also covers those folders, listed
     as ``@images/<folder>/…``; a ``dataset.toml`` that does not parse covers the drop alone (the run that it
-    triggers reports the error).
+    triggers reports the error). With ``roots`` (the data root and the allowed image roots), an ``[images]``
+    root resolving elsewhere is not walked (the run that the drop triggers refuses it, naming the setting).
     """
     from tac_pipeline.drops.settings import DatasetSettingsError, load_dataset_settings
 
@@ -64,6 +68,10 @@ def drop_manifest(drop_dir: str | os.PathLike[str]) -> DropManifest:
         source = load_dataset_settings(root).images if root.is_dir() else None
     except DatasetSettingsError:
         source = None
+    if source is not None and roots is not None:
+        real = os.path.realpath(source.root)
+        if not any(is_inside(real, os.path.realpath(r)) for r in roots):
+            source = None
     if source is not None:
         image_root = Path(source.root)
         for folder in (source.splits or {"": ""}).values():
@@ -161,6 +169,7 @@ def watched_drop_manifest(
     state_file: str | os.PathLike[str],
     settle_seconds: float,
     full_walk_seconds: float = FULL_WALK_SECONDS,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> WatchedManifest:
     """The drop's digest, walking it only when a folder's mtime (or one of the drop's control files) changed.
 
@@ -179,7 +188,7 @@ def watched_drop_manifest(
         and _top_files(root) == state["top_files"]
     ):
         return WatchedManifest(state["digest"], state["newest_mtime"], walked=False)
-    manifest = drop_manifest(root)
+    manifest = drop_manifest(root, roots)
     state = {
         "version": _STATE_VERSION,
         "walked_at": now,

@@ -93,3 +93,19 @@ def test_a_long_listing_reports_progress_and_a_huge_drop_is_refused(tmp_path, mo
     assert heard and heard[-1][1] >= 2048 and heard[-1][0] >= 1
     with pytest.raises(DropTooLargeError, match=r"passed 2,000 files.*TAC_MAX_DROP_FILES"):
         discover_images(tmp_path, max_files=2000)
+
+
+def test_the_drops_manifest_never_walks_an_images_root_outside_the_allowed_roots(tmp_path):
+    from tac_pipeline.drops.manifest import drop_manifest, watched_drop_manifest
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    _png(elsewhere / "cats" / "c.png")
+    drop = data / "drops" / "outside"
+    drop.mkdir(parents=True)
+    (drop / "dataset.toml").write_text(f'[images]\nroot = "{elsewhere}"\n')
+    names = [name for name, _, _ in drop_manifest(drop, roots=[data]).entries]
+    assert names == ["dataset.toml"]  # the sensor and the schedule never stat a file outside the roots
+    watched = watched_drop_manifest(drop, tmp_path / "state.json", 0.0, roots=[data])
+    assert watched.digest == drop_manifest(drop, roots=[data]).digest
+    allowed = [name for name, _, _ in drop_manifest(drop, roots=[data, elsewhere]).entries]
+    assert allowed == ["@images/cats/c.png", "dataset.toml"]

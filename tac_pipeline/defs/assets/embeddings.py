@@ -379,7 +379,7 @@ def build_embedding_assets(
         clip_encoder.require_identity(encoder_identity, "image_embeddings")
         settings = pinned_dataset_settings(context, tac_data)  # this run's dataset.toml, read once
         listing = tac_data.list_images(context.partition_key, settings, log=context.log)
-        manifest = drop_manifest(drop)
+        manifest = drop_manifest(drop, tac_data.roots)
         previous = previous_embeddings(context, encoder_identity, settings.resize)
         part = embed_part(
             listing.records,

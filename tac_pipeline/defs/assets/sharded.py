@@ -224,7 +224,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
             drop=drop,
             listing=listing,
             slices=slices,
-            drop_digest=drop_manifest(drop).digest,
+            drop_digest=drop_manifest(drop, tac_data.roots).digest,
             resize=settings.resize,
         )
 
