@@ -41,8 +41,8 @@ demo: $(STAMP) $(DAGSTER_HOME)
 	exec $(PY) -m tac_pipeline.cli demo $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 cluster: $(STAMP) $(DAGSTER_HOME)
-	@test -n "$$DATASET" || { echo "usage: make cluster DATASET=<folder in data/drops> [MODEL=<open_clip model>]"; exit 2; }
-	exec $(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
+	@test -n "$$DATASET" || { echo "usage: make cluster DATASET=<folder in data/drops> [REFIT=1] [MODEL=<open_clip model>]"; exit 2; }
+	exec $(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(filter-out 0,$(REFIT)),--refit) $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
 
 # One of the paper's datasets, prepared, clustered and compared with the paper (no DATASET: the list).
 reproduce: $(STAMP) $(DAGSTER_HOME)

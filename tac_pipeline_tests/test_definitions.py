@@ -59,6 +59,6 @@ def test_dg_list_defs_shows_the_graph_and_its_automation(tmp_path):
     from tac_pipeline.defs.names import ASSET_NAMES
 
     assert sorted(a["asset_key"] for a in listed["assets"]) == sorted(ASSET_NAMES)
-    assert {j["name"] for j in listed["jobs"]} == {"cluster_dataset", "refresh_drops"}
+    assert {j["name"] for j in listed["jobs"]} == {"cluster_dataset", "assign_new_images", "refresh_drops"}
     assert [s["name"] for s in listed["sensors"]] == ["drops_sensor"]
     assert [s["name"] for s in listed["schedules"]] == ["recluster_changed_drops"]

@@ -17,7 +17,15 @@ from pathlib import Path
 from tac_pipeline.cli.progress import RunFollower, failure_detail
 from tac_pipeline.common.tables import read_parquet
 from tac_pipeline.config import TacConfig
-from tac_pipeline.defs.names import DATASET_ASSETS, IMAGE_ASSET, NOUN_ASSET
+from tac_pipeline.defs.names import (
+    ASSIGN_ASSETS,
+    DATASET_ASSETS,
+    FIT,
+    IMAGE_ASSET,
+    NOUN_ASSET,
+    REFIT_REASON_TAG,
+    RUN_KIND_TAG,
+)
 from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.runs.child import Stopped, run_child
 from tac_pipeline.runs.home import open_instance
@@ -63,6 +71,7 @@ def materialize(
     run_config: dict | None = None,
     *,
     verbose: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> None:
     """Materialize the assets ``selection`` (for ``partition``) in a child process (:mod:`tac_pipeline.cli.launch`)
     recorded in ``instance``, printing one line per finished step (all of Dagster's events with ``verbose``);
@@ -70,6 +79,8 @@ def materialize(
     token = uuid.uuid4().hex
     command = [sys.executable, "-m", "tac_pipeline.cli.launch", "--select", ",".join(selection)]
     command += ["--tag", f"{COMMAND_TAG}={token}"]
+    for name, value in (tags or {}).items():
+        command += ["--tag", f"{name}={value}"]
     if run_config:
         command += ["--config-json", json.dumps(run_config)]
     if partition is not None:
@@ -156,16 +167,37 @@ def chosen_k_summary(instance, dataset: str, since: float | None = None) -> str 
     return chosen.replace("**", "") if chosen is not None else None
 
 
-def cluster(dataset: str, config: TacConfig, *, max_nouns: int | None = None) -> str:
-    """Cluster one drop end to end through Dagster with ``config``; return the metrics as a markdown table."""
+def cluster(dataset: str, config: TacConfig, *, max_nouns: int | None = None, refit: bool = False) -> str:
+    """Cluster one drop through Dagster with ``config``: a fit, or an assign of its new images to the fitted
+    clusters, as the refit policy decides (``refit`` forces a fit); return the metrics as a markdown table."""
     drop = drop_path(dataset, config.data_dir)
     if not drop.is_dir():
         raise ClusterError(f"no drop folder {drop}: put images in {drop}/<class>/ first")
     with _instance() as instance:  # disposed before the command exits
-        return _cluster(instance, dataset, drop, config, max_nouns)
+        return _cluster(instance, dataset, drop, config, max_nouns, refit)
 
 
-def _cluster(instance, dataset: str, drop: Path, config: TacConfig, max_nouns: int | None) -> str:
+def _decision(instance, dataset: str, drop: Path, config: TacConfig, refit: bool):
+    """The refit policy's choice for this run (:mod:`tac_pipeline.drops.refit`)."""
+    from tac_pipeline.defs.names import embedding_code_version
+    from tac_pipeline.drops.refit import plan_dataset_run
+    from tac_pipeline.store.layout import data_root
+
+    root = data_root(config.data_dir)
+    return plan_dataset_run(
+        instance,
+        dataset,
+        drop,
+        image_code_version=embedding_code_version(config.encoder.choice().identity),
+        data_dir=config.data_dir,
+        roots=[root, *config.image_roots],
+        force=refit,
+    )
+
+
+def _cluster(
+    instance, dataset: str, drop: Path, config: TacConfig, max_nouns: int | None, refit: bool
+) -> str:
     from tac_pipeline.runs.dead import mark_dead_runs_failed
     from tac_pipeline.runs.home import missing_partition_limit
     from tac_pipeline.runs.turn import partition_turn
@@ -189,9 +221,13 @@ def _cluster(instance, dataset: str, drop: Path, config: TacConfig, max_nouns: i
             ):
                 nouns = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
                 materialize([NOUN_ASSET], None, env, instance, nouns, verbose=config.verbose)
+            decision = _decision(instance, dataset, drop, config, refit)
+            print(decision.reason[:1].upper() + decision.reason[1:])
+            selection = DATASET_ASSETS if decision.kind == FIT else ASSIGN_ASSETS
+            tags = {RUN_KIND_TAG: decision.kind, REFIT_REASON_TAG: decision.reason}
             started = time.time()
             try:
-                materialize(list(DATASET_ASSETS), dataset, env, instance, verbose=config.verbose)
+                materialize(list(selection), dataset, env, instance, verbose=config.verbose, tags=tags)
             finally:
                 summary = skipped_summary(instance, dataset, since=started)
                 if summary:

@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=help_text)
         if name == "cluster":
             command.add_argument("dataset", help="folder name under data/drops/")
+            command.add_argument(
+                "--refit",
+                action="store_true",
+                help="fit the clusters again even when the refit policy would assign the new images",
+            )
         if name == "reproduce":
             command.add_argument("dataset", nargs="?", default=None, help="a paper dataset (none: list them)")
             command.add_argument(
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset, config = "digits", demo
         else:
             dataset = args.dataset
-        table = cluster(dataset, config, max_nouns=args.max_nouns)
+        table = cluster(dataset, config, max_nouns=args.max_nouns, refit=getattr(args, "refit", False))
     except (ClusterError, InvalidDatasetKeyError) as exc:
         print(f"\nclustering failed:\n{exc}", file=sys.stderr)
         return 1

@@ -80,3 +80,11 @@ def table_digest(table: pa.Table) -> str:
     with pa.ipc.new_stream(sink, combined.schema) as writer:
         writer.write_table(combined)
     return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def row_digests(x: np.ndarray) -> list[str]:
+    """A 16-hex-digit blake2b digest of every row's float32 bytes: which rows of two tables hold the same vector."""
+    import hashlib
+
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    return [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in rows]

@@ -4,6 +4,10 @@ Both request runs explicitly (``RunRequest`` per partition) rather than through 
 trigger is a folder on disk that Dagster cannot observe by itself, the decision ("did this drop change?")
 needs the manifest digest, and explicit run keys make every request traceable in the UI.
 
+Each dataset run is a fit or an assign, as the refit policy decides (:mod:`tac_pipeline.drops.refit`): its
+request selects the whole graph or :data:`~tac_pipeline.defs.names.ASSIGN_ASSETS`, and carries the decision and
+its reason as tags (``tac/run_kind``, ``tac/refit_reason``); the run key names the kind.
+
 - The **sensor** reacts within its interval: a new folder adds its partition and requests a run; a known
   drop whose manifest digest differs from the one in the sensor's cursor requests a run for that partition
   only; an unchanged drop never triggers; a drop still being copied (a file or folder modified within the
@@ -29,6 +33,7 @@ from __future__ import annotations
 import json
 
 from dagster import (
+    AssetKey,
     DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -43,31 +48,64 @@ from dagster import (
 
 from tac_pipeline.config import DEFAULT_CRON
 from tac_pipeline.defs.jobs import drops_job
-from tac_pipeline.defs.names import DATASET_ASSET_KEYS, IMAGE_ASSET_KEY, NOUN_ASSET_KEY
+from tac_pipeline.defs.names import (
+    ASSIGN_ASSETS,
+    DATASET_ASSET_KEYS,
+    FIT,
+    IMAGE_ASSET_KEY,
+    NOUN_ASSET_KEY,
+    REFIT_REASON_TAG,
+    RUN_KIND_TAG,
+)
 from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.defs.resources.data import TacDataResource
 from tac_pipeline.drops.listing import discover_dataset_keys
 from tac_pipeline.drops.manifest import drop_manifest, watched_drop_manifest
 from tac_pipeline.drops.nouns import waiting_for_shared_nouns
+from tac_pipeline.drops.refit import RefitDecision, plan_dataset_run
 from tac_pipeline.store.layout import drops_dir, drops_sensor_state
 from tac_pipeline.store.records import latest_materialization
 
 NOUN_ASSET = NOUN_ASSET_KEY
 IMAGE_ASSET = IMAGE_ASSET_KEY
 DATASET_ASSETS = list(DATASET_ASSET_KEYS)
+ASSIGN_KEYS = [AssetKey(name) for name in ASSIGN_ASSETS]
 
 #: A drop whose newest file or folder is younger than this is still being copied.
 DEFAULT_SETTLE_SECONDS = 60.0
 
 
-def _dataset_run_request(key: str, digest: str, trigger: str, stamp: str | None = None) -> RunRequest:
-    """A run of the dataset assets for one drop state; the run key dedupes it (per ``stamp`` when given)."""
+def _dataset_run_request(
+    key: str, digest: str, trigger: str, decision: RefitDecision, stamp: str | None = None
+) -> RunRequest:
+    """A fit or an assign (as the refit policy decided) for one drop state; the run key dedupes it (per
+    ``stamp`` when given)."""
+    fit = decision.kind == FIT
     return RunRequest(
         partition_key=key,
-        run_key=f"{key}:{digest[:16]}" + (f":{stamp}" if stamp else ""),
-        asset_selection=DATASET_ASSETS,
-        tags={"tac/trigger": trigger, "tac/drop_digest": digest},
+        run_key=f"{key}:{digest[:16]}:{decision.kind}" + (f":{stamp}" if stamp else ""),
+        asset_selection=DATASET_ASSETS if fit else ASSIGN_KEYS,
+        tags={
+            "tac/trigger": trigger,
+            "tac/drop_digest": digest,
+            RUN_KIND_TAG: decision.kind,
+            REFIT_REASON_TAG: decision.reason,
+        },
     )
+
+
+def _decide(context, tac_data: TacDataResource, key: str) -> RefitDecision:
+    """The refit policy's choice for the dataset's next run (:mod:`tac_pipeline.drops.refit`)."""
+    decision = plan_dataset_run(
+        context.instance,
+        key,
+        drops_dir(tac_data.root) / key,
+        image_code_version=loaded_code_version(context, IMAGE_ASSET),
+        data_dir=tac_data.root,
+        roots=tac_data.roots,
+    )
+    context.log.info(f"{key}: {decision.reason}")
+    return decision
 
 
 def recorded_drop_digest(instance: DagsterInstance, dataset: str) -> str | None:
@@ -82,15 +120,20 @@ def _noun_request(noun_code_version: str) -> RunRequest:
     )
 
 
-def loaded_noun_code_version(context: SensorEvaluationContext | ScheduleEvaluationContext) -> str:
-    """The code version the loaded definitions give ``wordnet_noun_embeddings`` (i.e. their encoder)."""
+def loaded_code_version(context: SensorEvaluationContext | ScheduleEvaluationContext, asset) -> str:
+    """The code version the loaded definitions give an embedding asset (i.e. their encoder)."""
     repository = context.repository_def
     if repository is None:
         raise RuntimeError(
-            "the drops automation needs the loaded definitions to know the noun embeddings' code version: "
+            "the drops automation needs the loaded definitions to know the embeddings' code version: "
             "evaluate it with repository_def= (or definitions=) in its context"
         )
-    return repository.asset_graph.get(NOUN_ASSET).code_version or ""
+    return repository.asset_graph.get(asset).code_version or ""
+
+
+def loaded_noun_code_version(context: SensorEvaluationContext | ScheduleEvaluationContext) -> str:
+    """The code version the loaded definitions give ``wordnet_noun_embeddings`` (i.e. their encoder)."""
+    return loaded_code_version(context, NOUN_ASSET)
 
 
 def build_drops_sensor(
@@ -138,7 +181,9 @@ def build_drops_sensor(
         requests = [_noun_request(noun_code_version)] if blocked else []
         for key, digest in changed.items():
             if key not in blocked:
-                requests.append(_dataset_run_request(key, digest, "drops_sensor"))
+                requests.append(
+                    _dataset_run_request(key, digest, "drops_sensor", _decide(context, tac_data, key))
+                )
                 cursor[key] = digest
         for gone in set(cursor) - set(keys):
             del cursor[gone]  # a removed drop's stored results stay; a re-created one runs again
@@ -189,7 +234,7 @@ def build_recluster_schedule(
         )
         requests = [_noun_request(noun_code_version)] if blocked else []
         requests += [
-            _dataset_run_request(key, digest, "recluster_schedule", stamp)
+            _dataset_run_request(key, digest, "recluster_schedule", _decide(context, tac_data, key), stamp)
             for key, digest in changed.items()
             if key not in blocked
         ]

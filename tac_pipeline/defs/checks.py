@@ -11,7 +11,8 @@ can be tested on crafted tables.
 
 - ``image_embeddings`` / ``wordnet_noun_embeddings``: every embedding finite and unit-norm (error).
 - ``text_space``: every non-empty semantic centre has at least one selected noun (warning).
-- ``cluster_labels``: no empty cluster beyond what the balance loss allows (warning).
+- ``cluster_labels``: no empty cluster beyond what the balance loss allows (warning); the novel share of the
+  images assigned since the fit below the refit threshold (warning).
 - ``metrics``: every method has NMI / ACC / ARI whenever labels exist, and a balance always (error).
 """
 
@@ -114,6 +115,7 @@ def empty_clusters_check(cluster_labels: pa.Table, n_clusters: int) -> AssetChec
     entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / np.log(n_clusters)) if n_clusters > 1 else 1.0
     passed = len(empty) <= allowed
     return AssetCheckResult(
+        check_name=NO_EMPTY_CLUSTERS.name,
         passed=passed,
         severity=AssetCheckSeverity.WARN,
         description=(
@@ -128,6 +130,31 @@ def empty_clusters_check(cluster_labels: pa.Table, n_clusters: int) -> AssetChec
             "smallest_cluster": int(sizes.min()),
             "largest_cluster": int(sizes.max()),
             "size_entropy": round(entropy, 4),  # 1: perfectly even sizes
+        },
+    )
+
+
+def novel_share_check(cluster_labels: pa.Table, threshold: float) -> AssetCheckResult:
+    """The share of novel images among those assigned since the fit stays below the refit policy's
+    ``refit_novel_share`` (a warning otherwise: the next run refits under ``refit = "auto"``)."""
+    novel = cluster_labels["novel"].to_numpy(zero_copy_only=False)
+    assigned = cluster_labels["assigned"].to_numpy(zero_copy_only=False)
+    share = float(novel[assigned].mean()) if assigned.any() else 0.0
+    passed = share < threshold
+    return AssetCheckResult(
+        check_name=NOVEL_SHARE.name,
+        passed=passed,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{100 * share:.0f} % of the {int(assigned.sum())} images assigned since the fit are novel "
+            f"(threshold {100 * threshold:.0f} %)"
+            + ("" if passed else ': they fit no fitted cluster; the next run refits (refit = "auto")')
+        ),
+        metadata={
+            "novel_images": int(novel.sum()),
+            "assigned_since_fit": int(assigned.sum()),
+            "novel_share_of_assigned": round(share, 4),
+            "refit_novel_share": threshold,
         },
     )
 
@@ -199,6 +226,12 @@ NO_EMPTY_CLUSTERS = check_spec(
     "no_empty_clusters",
     "cluster_labels",
     "No cluster is empty beyond what the balance loss allows (warning).",
+)
+NOVEL_SHARE = check_spec(
+    "novel_share_below_refit_threshold",
+    "cluster_labels",
+    "The share of novel images among those assigned since the fit is below dataset.toml's refit_novel_share "
+    "(warning).",
 )
 #: Not blocking: ``metrics`` is a leaf, so blocking would only fail the run (and ``make cluster``) after
 #: the table is stored; a failed check shows red on the asset while the metrics stay readable.

@@ -39,6 +39,19 @@ METRICS_ASSET = (
 #: The assets partitioned by dataset: everything but the shared noun embeddings.
 DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 
+#: The fitted model of a dataset: what a fit computes and an assign reuses.
+FIT_ASSETS = ("semantic_centers", "text_space", "knn_graphs", "trained_heads")
+#: What an assign run materializes: new images embedded, retrieved, labelled by the fitted model, scored.
+ASSIGN_ASSETS = tuple(name for name in DATASET_ASSETS if name not in FIT_ASSETS)
+#: The asset whose materialization records the fit (its run, the state it was fitted on).
+FIT_RECORD_ASSET = "trained_heads"
+LABELS_ASSET = "cluster_labels"
+
+#: Run tags: the kind of a dataset run ("fit" or "assign") and why the refit policy chose it.
+RUN_KIND_TAG = "tac/run_kind"
+REFIT_REASON_TAG = "tac/refit_reason"
+FIT, ASSIGN = "fit", "assign"
+
 
 NOUN_ASSET_KEY = AssetKey(NOUN_ASSET)
 

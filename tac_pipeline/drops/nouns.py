@@ -50,3 +50,18 @@ def waiting_for_shared_nouns(
     if not shared or shared_nouns_ready(instance, noun_code_version):
         return []
     return shared
+
+
+def noun_identity(instance: DagsterInstance, drop: Path) -> str:
+    """Which nouns the drop's text space is chosen from, as a comparable text: the drop's own
+    ``nouns.parquet`` (the sha256 of its bytes), or the shared embeddings' latest materialization (its code
+    version, i.e. encoder and vocabulary, and its run). A fit records it; a change means a refit."""
+    from tac_pipeline.encoders.incremental import file_sha256
+
+    own = drop_nouns(drop)
+    if own is not None:
+        return f"drop nouns.parquet sha256 {(file_sha256(own) or 'unreadable')[:16]}"
+    latest = latest_materialization(instance, NOUN_ASSET)
+    if latest is None:
+        return "shared nouns: none"
+    return f"shared nouns {latest.code_version} run {latest.run_id}"

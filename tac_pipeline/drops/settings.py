@@ -5,6 +5,9 @@ n_clusters = 10          # defaults to the number of label folders when the drop
 n_clusters_range = [2, 40]   # with "auto" only: the K tried (default 2 to min(100, N / 10))
 seed = 0                 # drives k-means, the baseline and the head training
 resize = 256             # short side before the model's centre crop (default: the crop size, 224)
+refit = "auto"           # new images: "auto" (assign, or refit when the drop drifted), "always", "never"
+refit_changed_share = 0.2    # auto: refit when images added/changed/removed since the fit reach this share
+refit_novel_share = 0.3      # auto: refit when this share of the images assigned since the fit is novel
 
 [images]                 # optional: the images live outside the drop (e.g. an ImageNet root)
 root = "/data/imagenet"  # an absolute folder; symlinks leading out of it are not followed
@@ -129,6 +132,26 @@ class DatasetSettings(BaseModel):
     images: ImageSourceSettings | None = Field(
         default=None, description="Images kept outside the drop folder (None: the drop's own files)."
     )
+    refit: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description='What a re-clustering does with new images: "auto" assigns them to the fitted clusters '
+        'unless the drop drifted from the fit (docs/AUTOMATION.md), "always" refits, "never" assigns.',
+    )
+    refit_changed_share: float = Field(
+        default=0.2,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="refit = auto: refit when the images added, changed or removed since the fit reach this "
+        "share of the fitted images.",
+    )
+    refit_novel_share: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="refit = auto: refit when this share of the images assigned since the fit is novel.",
+    )
     tac: TacOverrides = Field(default_factory=TacOverrides)
 
     @field_validator("n_clusters", mode="before")
@@ -158,6 +181,15 @@ class DatasetSettings(BaseModel):
             return list(auto_k_range(2**62, value))  # the form only; the images are counted at run time
         except ValueError as exc:
             raise ValueError(f"{exc}, e.g. n_clusters_range = [2, 40]") from None
+
+
+#: The fields of ``dataset.toml`` that steer the refit policy rather than the fit itself.
+REFIT_FIELDS = frozenset({"refit", "refit_changed_share", "refit_novel_share"})
+
+
+def fit_settings(settings: DatasetSettings) -> dict[str, Any]:
+    """The settings a fit depends on (everything but :data:`REFIT_FIELDS`), as JSON-ready values."""
+    return settings.model_dump(mode="json", exclude=set(REFIT_FIELDS))
 
 
 class DatasetSettingsError(ValueError):

@@ -86,6 +86,14 @@ def skipped_files_report(dataset: str, data_dir: PathLike | None = None) -> Path
     return store_dir(data_dir) / REPORTS / validate_dataset_key(dataset) / SKIPPED_FILES
 
 
+def image_state_path(dataset: str, drop_digest: str, data_dir: PathLike | None = None) -> Path:
+    """The drop's images as one run saw them (key -> fingerprint), for the refit policy: one file per drop
+    digest, so an assign never overwrites the state its fit was made from."""
+    if not drop_digest.isalnum():
+        raise ValueError(f"a drop digest is hexadecimal, got {drop_digest!r}")
+    return store_dir(data_dir) / "image_states" / validate_dataset_key(dataset) / f"{drop_digest}.parquet"
+
+
 def intermediate_dir(data_dir: PathLike | None = None) -> Path:
     """Per-run hand-offs between steps that are not assets (embedding shards): ``<store>/intermediate``."""
     return store_dir(data_dir) / INTERMEDIATE

@@ -16,6 +16,8 @@ import importlib
 _HOMES = {
     **dict.fromkeys(["as_tensor", "resolve_device", "to_numpy"], "tac_pipeline.common.devices"),
     "TAC": "estimator",
+    "SphericalKMeans": "baselines",
+    **dict.fromkeys(["NOVELTY_QUANTILE", "NoveltyRule", "best_similarity"], "novelty"),
     **dict.fromkeys(
         [
             "ClusterHead",

@@ -13,12 +13,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from tac_pipeline.common.devices import ArrayLike, DeviceLike, resolve_device, to_numpy
 
+from .baselines import SphericalKMeans
 from .choose_k import KSweep, choose_n_clusters
 from .heads import ClusterHead, HeadTrainingConfig, TrainingHistory, predict_proba, train_heads
+from .novelty import NOVELTY_QUANTILE, NoveltyRule, best_similarity
 from .params import DEFAULTS, TacParams, auto_k_range
 from .text_space import (
     TextSpace,
-    no_train_baseline,
+    concat_modalities,
     retrieve_counterparts,
     select_text_space,
     semantic_center_count,
@@ -68,7 +70,13 @@ class TAC(ClusterMixin, BaseEstimator):
     ``center_labels_`` (N,), ``text_space_`` (:class:`TextSpace`), ``text_embeddings_`` (M, d),
     ``counterparts_`` (N, d), ``top_nouns_`` (N,) index into the text space of each image's
     nearest noun, ``n_neighbors_``, ``knn_image_`` / ``knn_text_`` (N, n_neighbors_),
-    ``training_config_``, ``image_head_``, ``text_head_``, ``history_`` (:class:`TrainingHistory`).
+    ``training_config_``, ``image_head_``, ``text_head_``, ``history_`` (:class:`TrainingHistory`),
+    ``novelty_`` (:class:`~tac_pipeline.tac.novelty.NoveltyRule` from the fitting images); after
+    :meth:`fit_baseline`, ``baseline_`` (a fitted :class:`~tac_pipeline.tac.baselines.SphericalKMeans` on
+    ``[v, counterpart(v)]``).
+
+    New images: :meth:`predict` / :meth:`predict_proba` (the heads), :meth:`transform_counterparts`,
+    :meth:`predict_novel` and :meth:`predict_baseline` label them with the fitted model, nothing refitted.
     """
 
     def __init__(
@@ -241,7 +249,13 @@ class TAC(ClusterMixin, BaseEstimator):
             device=dev,
             callback=callback,
         )
-        self.labels_ = predict_proba(self.image_head_, images).argmax(axis=1).astype(np.int64)
+        confidence = predict_proba(self.image_head_, images)
+        self.labels_ = confidence.argmax(axis=1).astype(np.int64)
+        self.novelty_ = NoveltyRule.fit(
+            confidence.max(axis=1),
+            best_similarity(images, self.text_embeddings_, device=dev),
+            NOVELTY_QUANTILE,
+        )
         return self
 
     def fit_predict(self, image_embeddings: ArrayLike, noun_embeddings: ArrayLike, **kwargs) -> np.ndarray:
@@ -291,19 +305,39 @@ class TAC(ClusterMixin, BaseEstimator):
         """(N,) int64 labels from the mean of the image- and text-head probabilities."""
         return self.predict_proba(x, "mean").argmax(axis=1).astype(np.int64)
 
-    def fit_predict_baseline(self, x: ArrayLike) -> np.ndarray:
-        """Training-free TAC on x (spec §5): k-means with K clusters on [v, counterpart(v)].
-
-        Needs only the fitted text space; returns (N,) int64 labels.
-        """
+    def novelty_scores(self, x: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """(N, d) image embeddings -> the two novelty signals, (N,) image-head confidence and (N,) best
+        similarity to the text space's nouns (float32 each)."""
         images = self._check_input(x)
-        return no_train_baseline(
-            images,
-            self.transform_counterparts(images),
+        confidence = predict_proba(self.image_head_, images).max(axis=1)
+        return confidence, best_similarity(images, self.text_embeddings_, device=self.device_)
+
+    def predict_novel(self, x: ArrayLike) -> np.ndarray:
+        """(N, d) image embeddings -> (N,) bool, True for an image that fits no fitted cluster
+        (:class:`~tac_pipeline.tac.novelty.NoveltyRule`, thresholds in ``novelty_``)."""
+        check_is_fitted(self, "novelty_")
+        return self.novelty_.flag(*self.novelty_scores(x))
+
+    def fit_baseline(self, x: ArrayLike) -> TAC:
+        """Fit training-free TAC on x (spec §5): k-means with K clusters on [v, counterpart(v)], kept as
+        ``baseline_``. Needs only the fitted text space."""
+        images = self._check_input(x)
+        self.baseline_ = SphericalKMeans(
             self.n_clusters_,
-            seed=self.seed,
             n_iter=self.kmeans_iter,
             n_restarts=self.baseline_restarts,
+            seed=self.seed,
             device=self.device_,
             backend=self.backend,
-        )
+        ).fit(concat_modalities(images, self.transform_counterparts(images)))
+        return self
+
+    def predict_baseline(self, x: ArrayLike) -> np.ndarray:
+        """(N,) int64 training-free TAC labels of x: the nearest centre of ``baseline_`` for [v, counterpart(v)]."""
+        check_is_fitted(self, "baseline_")
+        images = self._check_input(x)
+        return self.baseline_.predict(concat_modalities(images, self.transform_counterparts(images)))
+
+    def fit_predict_baseline(self, x: ArrayLike) -> np.ndarray:
+        """:meth:`fit_baseline` on x, then its labels: (N,) int64."""
+        return self.fit_baseline(x).baseline_.labels_

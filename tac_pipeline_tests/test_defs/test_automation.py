@@ -63,6 +63,17 @@ def tick(sensor, instance, defs, cursor) -> SensorResult:
     return result
 
 
+def run_schedule(schedule, instance, defs, when: datetime):
+    """One evaluation of the schedule at ``when``, as the daemon makes it."""
+    with build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=when,
+        resources={"tac_data": defs.resources["tac_data"]},
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        return schedule(context)
+
+
 def test_manifest_digest_tracks_changes_and_settling(tmp_path):
     write_toy_drop(tmp_path / "d", train=2, test=1)
     first = drop_manifest(tmp_path / "d")
@@ -147,13 +158,7 @@ def test_schedule_reclusters_only_changed_drops(automation):
         assert materialize_dataset(data_dir, instance, name).success
 
     def evaluate():
-        with build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC),
-            resources={"tac_data": defs.resources["tac_data"]},
-            repository_def=defs.get_repository_def(),
-        ) as context:
-            return schedule(context)
+        return run_schedule(schedule, instance, defs, datetime(2026, 11, 27, 2, tzinfo=UTC))
 
     assert "no drop changed" in evaluate().skip_message
     toy_image(np.random.default_rng(1), *TOY_CLASSES["red"]).save(data_dir / "drops/other/train/red/new.png")
@@ -344,3 +349,70 @@ def test_watched_manifest_sees_an_image_folder_that_appears(tmp_path):
     age(tmp_path)
     grown = watched_drop_manifest(drop, state, SETTLE)
     assert grown.walked and grown.digest != empty.digest and grown.digest == drop_manifest(drop).digest
+
+
+def _byo_rows(drop, rows: int, total: int = 120, width: int = 16) -> None:
+    """The first ``rows`` of a fixed set of three labelled blobs as the drop's ``embeddings.parquet``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(3, width))
+    labels = np.arange(total) % 3
+    vectors = directions[labels] + 0.3 * rng.normal(size=(total, width))
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": [f"img{i:04d}" for i in range(rows)],
+                "embedding": vectors[:rows].tolist(),
+                "label": [f"class{c}" for c in labels[:rows]],
+            }
+        ),
+        drop / "embeddings.parquet",
+    )
+    if not (drop / "nouns.parquet").exists():
+        byo_nouns(drop / "nouns.parquet", directions)
+
+
+def test_sensor_and_schedule_assign_one_new_image_and_refit_a_doubled_drop(automation):
+    from tac_pipeline.defs.names import ASSIGN_ASSETS, DATASET_ASSETS
+
+    data_dir, instance, defs, sensor, schedule = automation
+    drop = data_dir / "drops" / "own"
+    drop.mkdir()
+    _byo_rows(drop, 60)
+    (drop / "dataset.toml").write_text("[tac]\nepochs = 5\nn_neighbors = 5\n")
+    age(drop)
+
+    def schedule_requests():
+        return run_schedule(schedule, instance, defs, datetime(2026, 12, 7, 2, tzinfo=UTC))
+
+    def kind(request):
+        selection = {k.to_user_string() for k in request.asset_selection}
+        assert selection in (set(DATASET_ASSETS), set(ASSIGN_ASSETS))
+        assert request.tags["tac/run_kind"] == ("fit" if selection == set(DATASET_ASSETS) else "assign")
+        return request.tags["tac/run_kind"], request.tags["tac/refit_reason"]
+
+    result = tick(sensor, instance, defs, None)
+    assert [kind(r) for r in result.run_requests] == [("fit", "refitted: there is no fit yet")]
+    instance.add_dynamic_partitions("datasets", ["own"])
+    assert materialize_dataset(data_dir, instance, "own").success
+
+    _byo_rows(drop, 61)  # one new image
+    age(drop)
+    result = tick(sensor, instance, defs, result.cursor)
+    (request,) = result.run_requests
+    assert kind(request)[0] == "assign" and kind(request)[1].startswith(
+        "assigned 1 new images to the fit of run"
+    )
+    assert request.run_key.endswith(":assign") and request.partition_key == "own"
+    (request,) = schedule_requests()
+    assert kind(request)[0] == "assign"
+
+    _byo_rows(drop, 120)  # the drop doubles
+    age(drop)
+    result = tick(sensor, instance, defs, result.cursor)
+    (request,) = result.run_requests
+    assert kind(request)[0] == "fit" and "100 % of the images are new" in kind(request)[1]
+    (request,) = schedule_requests()
+    assert kind(request)[0] == "fit"

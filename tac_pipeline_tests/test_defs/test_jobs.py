@@ -51,7 +51,12 @@ def test_the_jobs_name_the_assets_the_graph_defines():
     assert sorted(keys) == sorted(ASSET_NAMES)
     partitioned = {k.to_user_string() for a in assets if a.partitions_def is not None for k in a.keys}
     assert partitioned == set(DATASET_ASSETS) and NOUN_ASSET not in partitioned
-    assert {job.name for job in JOBS} == {"cluster_dataset", "refresh_drops"}
+    assert {job.name for job in JOBS} == {"cluster_dataset", "assign_new_images", "refresh_drops"}
+    from tac_pipeline.defs.names import ASSIGN_ASSETS, FIT_ASSETS
+
+    assert set(ASSIGN_ASSETS) | set(FIT_ASSETS) == set(DATASET_ASSETS) and not set(ASSIGN_ASSETS) & set(
+        FIT_ASSETS
+    )
 
 
 def test_sensor_and_schedule_target_the_shared_job_and_take_the_data_root_as_a_resource():

@@ -93,6 +93,21 @@ def test_shipped_dagster_yaml_lets_the_queue_launch_one_run_per_dataset(home, in
     assert same.run_id not in {r.run_id for r in picked} and twice.run_id not in {r.run_id for r in picked}
 
 
+@pytest.mark.parametrize("running, queued", [("fit", "assign"), ("assign", "fit"), ("assign", "assign")])
+def test_a_fit_and_an_assign_of_one_dataset_never_run_at_once(home, instance, running, queued):
+    create_run_for_test(
+        instance, status=DagsterRunStatus.STARTED, tags={PARTITION: "pets", "tac/run_kind": running}
+    )
+    waiting = _queued(instance, "pets")
+    instance.add_run_tags(waiting.run_id, {"tac/run_kind": queued})
+    other = _queued(instance, "cars")
+    daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    picked = daemon._get_runs_to_dequeue(
+        instance, instance.get_concurrency_config(), fixed_iteration_time=None
+    )
+    assert {r.run_id for r in picked} == {other.run_id}
+
+
 def test_a_dagster_yaml_already_there_is_kept_and_a_missing_limit_is_named(tmp_path, monkeypatch):
     own = tmp_path / "home" / "dagster.yaml"
     own.parent.mkdir()

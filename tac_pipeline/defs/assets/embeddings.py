@@ -339,6 +339,26 @@ def assemble_image_table(
     return table, metadata
 
 
+def record_drop_state(
+    context, tac_data: TacDataResource, drop: Path, table: pa.Table, manifest=None, digest=None
+) -> dict:
+    """Save the drop's images as this run sees them (``table`` gives each file's sha256), under the drop
+    digest, for the refit policy (:mod:`tac_pipeline.drops.refit`); keep only that state and the one the
+    latest fit was made from. Returns the metadata that names it (``drop_digest``)."""
+    from tac_pipeline.drops.refit import forget_image_states, image_state, save_image_state, stored_fit
+
+    key = context.partition_key
+    manifest = manifest if manifest is not None else drop_manifest(drop, tac_data.roots)
+    digest = digest or manifest.digest
+    contents = dict(zip(table["path"].to_pylist(), table["content_hash"].to_pylist(), strict=True))
+    save_image_state(key, digest, image_state(drop, manifest.entries, contents), tac_data.root)
+    fit = stored_fit(context.instance, key)
+    forget_image_states(
+        key, {digest} | ({fit.drop_digest} if fit and fit.drop_digest else set()), tac_data.root
+    )
+    return {"drop_digest": digest}
+
+
 def byo_table(drop: Path) -> tuple[pa.Table, dict] | None:
     """A drop's own ``embeddings.parquet`` and its metadata, when it has one."""
     if not (drop / BYO_EMBEDDINGS).exists():
@@ -374,7 +394,10 @@ def build_embedding_assets(
         drop = tac_data.drop_dir(context.partition_key)
         own = byo_table(drop)
         if own is not None:
-            return MaterializeResult(value=own[0], metadata=own[1], check_results=[embeddings_check(own[0])])
+            state = record_drop_state(context, tac_data, drop, own[0])
+            return MaterializeResult(
+                value=own[0], metadata={**own[1], **state}, check_results=[embeddings_check(own[0])]
+            )
 
         clip_encoder.require_identity(encoder_identity, "image_embeddings")
         settings = pinned_dataset_settings(context, tac_data)  # this run's dataset.toml, read once
@@ -399,7 +422,7 @@ def build_embedding_assets(
                 **metadata,
                 "model": clip_encoder.identity(),
                 "preprocess": resize_label(settings.resize),
-                "drop_digest": manifest.digest,
+                **record_drop_state(context, tac_data, drop, table, manifest),
             },
             check_results=[embeddings_check(table)],
         )

@@ -13,6 +13,11 @@ silently combining, say, heads trained on 300 images with embeddings of 360.
 The token is a digest of the table's content (its Arrow IPC stream, schema metadata left out), so a table
 recomputed to the same content (embeddings reused for an unchanged drop) keeps its token and does not make
 its descendants look stale. Tables stored before lineage was recorded carry none and are not checked.
+
+An **assign** run (:mod:`~tac_pipeline.defs.assets.run_kind`) labels today's images with a model fitted on
+earlier ones: there the fitted inputs (``text_space``, ``trained_heads``) are checked on what they were fitted
+from (semantic centres, nouns, each other), not on the per-image tables they were fitted on
+(:data:`PER_IMAGE`), which have moved on since the fit.
 :func:`with_lineage` wraps the compute function of every ``dataset_asset`` (``assets/common.py``), so no
 asset does this by hand.
 """
@@ -27,10 +32,15 @@ from collections.abc import Mapping
 import pyarrow as pa
 from dagster import DagsterInvariantViolationError, MaterializeResult, MetadataValue
 
+from tac_pipeline.defs.assets.run_kind import run_kind
+from tac_pipeline.defs.names import ASSIGN, FIT_ASSETS
+
 #: Schema-metadata key of a table's lineage.
 LINEAGE_KEY = b"tac/lineage"
 #: Characters of a token shown in messages and in the UI.
 SHOWN = 12
+#: The per-image tables a fitted model was fitted on; an assign run does not compare them with today's.
+PER_IMAGE = frozenset({"image_embeddings", "counterparts", "knn_graphs", "cluster_labels"})
 
 
 class MixedInputsError(ValueError):
@@ -81,15 +91,23 @@ def lineage(table: pa.Table) -> dict | None:
     return value
 
 
-def check_inputs(asset: str, partition: str, inputs: Mapping[str, pa.Table]) -> dict[str, str]:
+def check_inputs(
+    asset: str, partition: str, inputs: Mapping[str, pa.Table], fitted: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """What the output of ``asset`` is built from (``{ancestor: token}``), after checking that ``inputs``
     (``{input asset: table}``) agree on every ancestor they share; raises :class:`MixedInputsError` naming
-    the disagreement about the most upstream one (the ancestor most inputs descend from)."""
+    the disagreement about the most upstream one (the ancestor most inputs descend from).
+
+    ``fitted`` names inputs that are a fitted model used on newer images (an assign run): their claims about
+    the :data:`PER_IMAGE` tables are left out."""
     claims: dict[str, list[tuple[str, str]]] = {}  # ancestor -> [(token, the input that says so)]
     for name, table in inputs.items():
         found = lineage(table)
         if found is not None:
-            for ancestor, token in {**found["from"], name: found["token"]}.items():
+            said = found["from"]
+            if name in fitted:
+                said = {a: t for a, t in said.items() if a not in PER_IMAGE}
+            for ancestor, token in {**said, name: found["token"]}.items():
                 claims.setdefault(ancestor, []).append((token, name))
     mixed = [ancestor for ancestor, said in claims.items() if len({token for token, _ in said}) > 1]
     if mixed:
@@ -150,7 +168,8 @@ def with_lineage(compute):
     @functools.wraps(compute)
     def wrapper(context, *args, **kwargs):
         tables = {name: value for name, value in kwargs.items() if isinstance(value, pa.Table)}
-        built_from = check_inputs(context.asset_key.to_user_string(), context.partition_key, tables)
+        fitted = frozenset(FIT_ASSETS) if run_kind(context) == ASSIGN else frozenset()
+        built_from = check_inputs(context.asset_key.to_user_string(), context.partition_key, tables, fitted)
         result = compute(context, *args, **kwargs)
         if isinstance(result, pa.Table):
             result = stamp(result, built_from)

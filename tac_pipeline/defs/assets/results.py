@@ -1,5 +1,6 @@
 """Results stage: ``cluster_labels`` → ``metrics`` (docs/METHOD.md §8)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +23,66 @@ from tac_pipeline.defs.assets.common import (
     report_indices,
     with_n_clusters,
 )
-from tac_pipeline.defs.assets.training import heads_from_table
+from tac_pipeline.defs.assets.lineage import lineage
+from tac_pipeline.defs.assets.run_kind import run_kind, run_reason
+from tac_pipeline.defs.assets.training import FittedModel
 from tac_pipeline.defs.checks import (
     METRICS_PRESENT,
     NO_EMPTY_CLUSTERS,
+    NOVEL_SHARE,
     empty_clusters_check,
     metrics_check,
+    novel_share_check,
 )
 from tac_pipeline.defs.io_managers import StoreIOManager
+from tac_pipeline.defs.names import ASSIGN
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
+from tac_pipeline.drops.refit import ASSIGNED_ENTRY, LABELS_FIT_ENTRY, NOVEL_ASSIGNED_ENTRY
+
+#: Schema metadata of ``cluster_labels``: per clustering column, the stable id of each of the model's ids.
+CLUSTER_IDS_KEY = b"tac_pipeline.cluster_ids"
+#: Schema metadata of ``cluster_labels``: the lineage token of the ``trained_heads`` that labelled its rows.
+MODEL_KEY = b"tac_pipeline.model"
+#: The clustering columns of ``cluster_labels``, in table order (the image head's first).
+LABEL_COLUMNS = ("cluster", "cluster_text", "cluster_mean", "cluster_no_train", "cluster_kmeans")
+#: Novel images shown in the gallery of novel images.
+NOVEL_GALLERY = 16
+
+
+def predict_rows(
+    model: FittedModel, images: np.ndarray, counterpart: np.ndarray, device
+) -> dict[str, np.ndarray]:
+    """Every clustering's model ids (before stable renumbering) and the confidence of some rows."""
+    if not len(images):
+        return {
+            **{c: np.empty(0, dtype=np.int64) for c in LABEL_COLUMNS},
+            "confidence": np.empty(0, np.float32),
+        }
+    p = tac.predict_proba(model.image_head, images, device=device)
+    q = tac.predict_proba(model.text_head, counterpart, device=device)
+    confidence = p.max(axis=1)
+    return {
+        "cluster": p.argmax(axis=1),
+        "cluster_text": q.argmax(axis=1),
+        "cluster_mean": ((p + q) / 2).argmax(axis=1),
+        "cluster_no_train": model.no_train.predict(tac.concat_modalities(images, counterpart)),
+        "cluster_kmeans": model.kmeans.predict(images),
+        "confidence": confidence.astype(np.float32),
+    }
+
+
+def _stable_ids(table: pa.Table | None) -> dict[str, np.ndarray] | None:
+    raw = (table.schema.metadata or {}).get(CLUSTER_IDS_KEY) if table is not None else None
+    return {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(raw).items()} if raw else None
 
 
 @dataset_asset(
     "results",
-    "The cluster of every image: image head (the paper's label), text head, their mean, no-train TAC, k-means.",
+    "The cluster of every image (image head: the paper's label; text head; their mean; no-train TAC; k-means), "
+    "its confidence, whether it is novel, and whether it was assigned after the fit.",
     gpu=True,
-    check_specs=[NO_EMPTY_CLUSTERS],
+    check_specs=[NO_EMPTY_CLUSTERS, NOVEL_SHARE],
 )
 def cluster_labels(
     context: AssetExecutionContext,
@@ -50,47 +94,77 @@ def cluster_labels(
     io_manager: ResourceParam[StoreIOManager],
 ):
     run = dataset_run(context, tac_data, image_embeddings, chosen_in=counterparts)
-    image_head, text_head, _ = heads_from_table(trained_heads)
-    with compute_device.acquire(context.log) as device:
-        p = tac.predict_proba(image_head, embeddings(image_embeddings), device=device)
-        q = tac.predict_proba(text_head, column_matrix(counterparts, "counterpart"), device=device)
-        kmeans = _kmeans_baseline(image_embeddings, run.seed, n_clusters=p.shape[1], device=device)
-    n_clusters = p.shape[1]
-    labels = {
-        "cluster": p.argmax(axis=1),
-        "cluster_text": q.argmax(axis=1),
-        "cluster_mean": ((p + q) / 2).argmax(axis=1),
-        "cluster_no_train": counterparts["cluster_no_train"].to_numpy(),
-        "cluster_kmeans": kmeans,
-    }
-    # Stable ids: each clustering is renumbered to agree best with this partition's previous one.
+    kind = run_kind(context)
+    model = FittedModel.from_table(trained_heads)
+    fit = fit_record_of(context)
+    model_token = (lineage(trained_heads) or {}).get("token", "")
+    images = embeddings(image_embeddings)
+    counterpart = column_matrix(counterparts, "counterpart")
+    ids = image_embeddings["image_id"].to_pylist()
+    digests = counterparts["image_digest"].to_pylist()
     previous = previous_output(context)
-    changed, turnover = {}, {}
-    if previous is not None:
-        image_ids = image_embeddings["image_id"].to_numpy(zero_copy_only=False)
-        old_ids = previous["image_id"].to_numpy(zero_copy_only=False)
-        # A table stored before a clustering existed (no such column) leaves that one as computed.
-        for column in (c for c in labels if c in previous.column_names):
-            labels[column], _, changed[column] = tac.relabel_stably(
-                image_ids, labels[column], old_ids, previous[column].to_numpy(), n_clusters
+    # Rows labelled by this very model before (same image, same vector) are kept as they are.
+    same_model = (
+        previous is not None and (previous.schema.metadata or {}).get(MODEL_KEY) == model_token.encode()
+    )
+    kept = {}
+    if same_model and "image_digest" in previous.column_names:
+        kept = {
+            key: row
+            for row, key in enumerate(
+                zip(previous["image_id"].to_pylist(), previous["image_digest"].to_pylist(), strict=True)
             )
-        # K may differ from the previous clustering's (a grown drop with n_clusters = "auto"): count what
-        # matched, what is new and what is gone.
-        old_clusters = previous["cluster"].to_numpy()
-        # The previous K as recorded with its table (a table from before K was recorded: the ids it used).
-        old_k = (n_clusters_of(previous) or (int(old_clusters.max(initial=-1)) + 1, ""))[0]
-        turnover = tac.cluster_turnover(
-            image_ids, labels["cluster"], old_ids, old_clusters, n_clusters, old_k
-        )
-    cluster = labels["cluster"]
+        }
+    reuse = [(i, kept[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in kept]
+    todo = np.setdiff1d(np.arange(len(ids)), np.array([i for i, _ in reuse], dtype=np.int64))
+    with compute_device.acquire(context.log) as device:
+        computed = predict_rows(model, images[todo], counterpart[todo], device)
+    n_clusters = int(model.kmeans.cluster_centers_.shape[0])
+    stored_ids = _stable_ids(previous) if same_model else None
+    changed, turnover = {}, {}
+    if stored_ids is not None:
+        mapping = stored_ids  # the fit's renumbering: images labelled by its model get its (stable) ids
+    else:
+        mapping, changed, turnover = _renumber(previous, ids, todo, computed, n_clusters)
+    columns = {c: np.empty(len(ids), dtype=np.int64) for c in LABEL_COLUMNS}
+    confidence = np.empty(len(ids), dtype=np.float32)
+    novel = np.zeros(len(ids), dtype=bool)
+    assigned = np.zeros(len(ids), dtype=bool)
+    for column in columns:
+        columns[column][todo] = mapping[column][computed[column]]
+    confidence[todo] = computed["confidence"]
+    novel[todo] = model.novelty.flag(computed["confidence"], counterparts["noun_similarity"].to_numpy()[todo])
+    assigned[todo] = kind == ASSIGN
+    if reuse:
+        here, there = (np.array(side, dtype=np.int64) for side in zip(*reuse, strict=True))
+        for column in columns:
+            columns[column][here] = previous[column].to_numpy()[there]
+        confidence[here] = previous["confidence"].to_numpy()[there]
+        novel[here] = previous["novel"].to_numpy(zero_copy_only=False)[there]
+        # A fit's images are all fitted ones; an assign keeps who was assigned before.
+        assigned[here] = kind == ASSIGN and previous["assigned"].to_numpy(zero_copy_only=False)[there]
+    cluster = columns["cluster"]
     sizes = np.bincount(cluster, minlength=n_clusters)
+    n_assigned, n_novel_assigned = int(assigned.sum()), int((novel & assigned).sum())
     metadata = {
         "images": len(cluster),
         "n_clusters": n_clusters,
         "n_clusters_from": run.n_clusters_from,
+        "run_kind": kind,
+        "refit_decision": run_reason(context),
+        **({LABELS_FIT_ENTRY: fit.run_id, "labels_from": f"the fit of {fit.describe()}"} if fit else {}),
+        "labelled_now": len(todo),
+        "kept": len(reuse),
+        ASSIGNED_ENTRY: n_assigned,
+        NOVEL_ASSIGNED_ENTRY: n_novel_assigned,
+        "novel_images": int(novel.sum()),
+        "novel_share_of_assigned": round(n_novel_assigned / n_assigned, 4) if n_assigned else 0.0,
+        "novelty_thresholds": MetadataValue.json(
+            {k: round(v, 6) for k, v in model.novelty.as_dict().items()}
+        ),
         "empty_clusters": int((sizes == 0).sum()),
         "cluster_sizes": MetadataValue.json({str(i): int(s) for i, s in enumerate(sizes)}),
-        "image_text_head_agreement": round(float((cluster == labels["cluster_text"]).mean()), 4),
+        "image_text_head_agreement": round(float((cluster == columns["cluster_text"]).mean()), 4),
         "images_changed_cluster": changed.get("cluster", 0) if previous is not None else "first clustering",
     }
     if turnover:
@@ -105,25 +179,100 @@ def cluster_labels(
             "image_id": image_embeddings["image_id"],
             "split": image_embeddings["split"],
             "label": image_embeddings["label"],
-            **{column: pa.array(values, type=pa.int64()) for column, values in labels.items()},
-            "confidence": pa.array(p.max(axis=1), type=pa.float32()),
+            "image_digest": pa.array(digests, type=pa.string()),
+            **{column: pa.array(values, type=pa.int64()) for column, values in columns.items()},
+            "confidence": pa.array(confidence, type=pa.float32()),
+            "novel": pa.array(novel, type=pa.bool_()),
+            "assigned": pa.array(assigned, type=pa.bool_()),
+        }
+    )
+    table = table.replace_schema_metadata(
+        {
+            CLUSTER_IDS_KEY: json.dumps({c: m.tolist() for c, m in mapping.items()}).encode(),
+            MODEL_KEY: model_token.encode(),
         }
     )
     table = with_n_clusters(table, n_clusters, run.n_clusters_from)
     # Names from the members' top nouns, the gallery and the 2-D map (figures where the IO manager keeps them).
+    folder = image_folder(run, tac_data.drop_dir(context.partition_key))
     metadata |= figures.cluster_labels_metadata(
         table,
         image_embeddings,
         counterparts,
         n_clusters,
-        drop_dir=image_folder(run, tac_data.drop_dir(context.partition_key)),
+        drop_dir=folder,
         store=io_manager,
         partition=context.partition_key,
     )
-    # The check runs in this step, on the table in memory (no step process of its own): see text_space for
+    metadata |= _novel_gallery(table, image_embeddings, folder, io_manager, context.partition_key)
+    threshold = run.settings.refit_novel_share
+    # The checks run in this step, on the table in memory (no step process of their own): see text_space for
     # why the metadata travels in the result and the function has no return annotation.
     return MaterializeResult(
-        value=table, metadata=metadata, check_results=[empty_clusters_check(table, n_clusters)]
+        value=table,
+        metadata=metadata,
+        check_results=[empty_clusters_check(table, n_clusters), novel_share_check(table, threshold)],
+    )
+
+
+def fit_record_of(context):
+    """The fit whose model labels this run's images (the latest ``trained_heads`` materialization's record)."""
+    from tac_pipeline.drops.refit import stored_fit
+
+    return stored_fit(context.instance, context.partition_key)
+
+
+def _renumber(previous, ids, todo, computed, n_clusters):
+    """A fit: each clustering renumbered to agree best with this partition's previous labels (stable ids)."""
+    identity = np.arange(n_clusters, dtype=np.int64)
+    mapping = {c: identity for c in LABEL_COLUMNS}
+    if previous is None:
+        return mapping, {}, {}
+    new_ids = np.asarray(ids, dtype=object)[todo]
+    old_ids = previous["image_id"].to_numpy(zero_copy_only=False)
+    changed = {}
+    # A table stored before a clustering existed (no such column) leaves that one as computed.
+    for column in (c for c in mapping if c in previous.column_names):
+        _, mapping[column], changed[column] = tac.relabel_stably(
+            new_ids, computed[column], old_ids, previous[column].to_numpy(), n_clusters
+        )
+    # K may differ from the previous clustering's (a grown drop with n_clusters = "auto"): count what matched,
+    # what is new and what is gone. The previous K as recorded with its table (else the ids it used).
+    old_clusters = previous["cluster"].to_numpy()
+    old_k = (n_clusters_of(previous) or (int(old_clusters.max(initial=-1)) + 1, ""))[0]
+    turnover = tac.cluster_turnover(
+        new_ids, mapping["cluster"][computed["cluster"]], old_ids, old_clusters, n_clusters, old_k
+    )
+    return mapping, changed, turnover
+
+
+def _novel_gallery(table: pa.Table, image_embeddings: pa.Table, folder: Path, store, partition: str) -> dict:
+    """A gallery of the novel images (least confident first), when there are any and they have files."""
+    novel = table["novel"].to_numpy(zero_copy_only=False)
+    if not novel.any():
+        return {}
+    order = np.flatnonzero(novel)
+    order = order[np.argsort(table["confidence"].to_numpy()[order], kind="stable")][:NOVEL_GALLERY]
+    marks = np.full(len(novel), -1)
+    marks[order] = 0
+    mosaic = figures.gallery_mosaic(
+        folder,
+        image_embeddings["path"].to_pylist(),
+        marks,
+        -table["confidence"].to_numpy(),
+        [0],
+        thumbs=NOVEL_GALLERY,
+    )
+    if mosaic is None:
+        return {"novel_gallery": MetadataValue.text("no gallery: the novel images have no readable files")}
+    figure = figures.gallery_figure(mosaic, [f"novel ({int(novel.sum())})"], "Novel images (least confident)")
+    return figures.publish_figure(
+        figure,
+        store=store,
+        asset="cluster_labels",
+        partition=partition,
+        name="novel_gallery",
+        title="gallery of novel images",
     )
 
 
@@ -132,20 +281,6 @@ def image_folder(run: DatasetRun, drop_dir: Path) -> Path:
     ``[images]`` setting names."""
     images = run.settings.images
     return Path(images.root) if images is not None else drop_dir
-
-
-def _kmeans_baseline(image_embeddings, seed, *, n_clusters, device) -> np.ndarray:
-    """The k-means baseline's cluster of every image (docs/METHOD.md §9).
-
-    Fitted on the reported rows (the test split when there is one, as the metrics are); every other row
-    takes its nearest centre, so the column covers the whole table like the other clusterings.
-    """
-    report, _ = report_indices(image_embeddings)
-    x = embeddings(image_embeddings)
-    centers, fitted = tac.spherical_kmeans(x[report], n_clusters, seed=seed, device=device)
-    kmeans = (x @ centers.T).argmax(axis=1)
-    kmeans[report] = fitted
-    return kmeans
 
 
 @dataset_asset(

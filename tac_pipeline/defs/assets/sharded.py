@@ -46,6 +46,7 @@ from tac_pipeline.defs.assets.embeddings import (
     byo_table,
     embed_part,
     previous_embeddings,
+    record_drop_state,
     resize_label,
 )
 from tac_pipeline.defs.assets.lineage import lineage_metadata, stamp
@@ -288,6 +289,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
         own = byo_table(plan.drop)
         if own is not None:
             table, metadata = own
+            metadata = {**metadata, **record_drop_state(context, tac_data, plan.drop, table)}
         else:
             previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")
             report = skipped_files_report(context.partition_key, tac_data.root)
@@ -298,7 +300,7 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
                 **metadata,
                 "model": clip_encoder.identity(),
                 "preprocess": resize_label(plan.resize),
-                "drop_digest": plan.drop_digest,
+                **record_drop_state(context, tac_data, plan.drop, table, digest=plan.drop_digest),
                 "shards": MetadataValue.md(_shards_markdown(parts)),
                 "shard_workers": MetadataValue.json([p.worker for p in parts]),
             }

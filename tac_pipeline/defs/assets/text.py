@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import more_row
-from tac_pipeline.common.tables import embedding_array
+from tac_pipeline.common.tables import column_matrix, embedding_array, row_digests
 from tac_pipeline.defs.assets import figures
 from tac_pipeline.defs.assets.common import (
     DatasetRun,
@@ -17,13 +17,16 @@ from tac_pipeline.defs.assets.common import (
     dataset_run,
     embeddings,
     fit_indices,
-    report_indices,
+    n_clusters_of,
+    previous_output,
     with_n_clusters,
 )
+from tac_pipeline.defs.assets.lineage import lineage
 from tac_pipeline.defs.assets.noun_source import dataset_nouns
+from tac_pipeline.defs.assets.run_kind import check_assign_allowed, run_kind
 from tac_pipeline.defs.checks import NOUN_FOR_EVERY_CENTER, nouns_per_center_check
 from tac_pipeline.defs.io_managers import StoreIOManager
-from tac_pipeline.defs.names import NOUN_ASSET
+from tac_pipeline.defs.names import ASSIGN, FIT, NOUN_ASSET
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
 from tac_pipeline.encoders.byo import BYO_NOUNS
@@ -43,8 +46,6 @@ class TextSpaceConfig(Config):
 
 class CounterpartsConfig(Config):
     retrieval_temperature: float | None = optional_field("retrieval_temperature")
-    baseline_restarts: int | None = optional_field("baseline_restarts")
-    kmeans_iter: int | None = optional_field("kmeans_iter")
 
 
 @dataset_asset(
@@ -202,9 +203,30 @@ def _nouns_by_center_markdown(table: pa.Table, max_centers: int = 40) -> str:
     return "\n".join(lines)
 
 
+#: Schema metadata of ``counterparts``: the retrieval temperature its rows were computed with.
+TEMPERATURE_KEY = b"tac_pipeline.retrieval_temperature"
+
+
+def reusable_rows(previous: pa.Table | None, text_space: pa.Table, temperature: float) -> dict[tuple, int]:
+    """``{(image_id, image_digest): row}`` of the previous ``counterparts`` that are still exact: computed from
+    this very text space (its lineage token) at this temperature. Empty when nothing can be reused."""
+    if previous is None or "image_digest" not in previous.column_names:
+        return {}
+    built_from = (lineage(previous) or {}).get("from", {})
+    current = lineage(text_space)
+    if current is None or built_from.get("text_space") != current["token"]:
+        return {}
+    if (previous.schema.metadata or {}).get(TEMPERATURE_KEY) != repr(float(temperature)).encode():
+        return {}
+    ids = previous["image_id"].to_pylist()
+    digests = previous["image_digest"].to_pylist()
+    return {key: row for row, key in enumerate(zip(ids, digests, strict=True))}
+
+
 @dataset_asset(
     "text",
-    "Text counterpart of every image (soft retrieval over the text space) and the training-free TAC.",
+    "Text counterpart of every image (soft retrieval over the text space), its nearest noun and its best "
+    "similarity to the text space; rows of unchanged images are reused.",
     gpu=True,
 )
 def counterparts(
@@ -217,51 +239,57 @@ def counterparts(
     io_manager: ResourceParam[StoreIOManager],
 ) -> pa.Table:
     run = dataset_run(context, tac_data, image_embeddings, config)
-    params = run.params
+    temperature = run.params.retrieval_temperature
+    kind = run_kind(context)
+    if kind == ASSIGN:
+        check_assign_allowed(context, tac_data)
     images = embeddings(image_embeddings)
     nouns = embeddings(text_space)
     if len(nouns) == 0:
         raise ValueError("the text space is empty: no noun was selected for any semantic centre")
-    report, split_name = report_indices(image_embeddings)
+    ids = image_embeddings["image_id"].to_pylist()
+    digests = row_digests(images)
+    previous = previous_output(context)
+    reusable = reusable_rows(previous, text_space, temperature)
+    reuse = [(i, reusable[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in reusable]
+    todo = np.setdiff1d(np.arange(len(images)), np.array([i for i, _ in reuse], dtype=np.int64))
+    counterpart = np.empty_like(images)
+    top_noun = np.empty(len(images), dtype=object)
+    weight = np.empty(len(images), dtype=np.float32)
+    similarity = np.empty(len(images), dtype=np.float32)
+    if reuse:
+        here, there = (np.array(side, dtype=np.int64) for side in zip(*reuse, strict=True))
+        counterpart[here] = column_matrix(previous, "counterpart")[there]
+        top_noun[here] = np.asarray(previous["top_noun"].to_pylist(), dtype=object)[there]
+        weight[here] = previous["top_weight"].to_numpy()[there]
+        similarity[here] = previous["noun_similarity"].to_numpy()[there]
     with compute_device.acquire(context.log) as device:
-        counterpart, top, weight = tac.retrieve_counterparts(
-            images,
-            nouns,
-            temperature=params.retrieval_temperature,
-            device=device,
-            return_top=True,
-        )
+        if len(todo):
+            counterpart[todo], top, weight[todo] = tac.retrieve_counterparts(
+                images[todo], nouns, temperature=temperature, device=device, return_top=True
+            )
+            top_noun[todo] = np.asarray(text_space["noun"].to_pylist(), dtype=object)[top]
+            similarity[todo] = tac.best_similarity(images[todo], nouns, device=device)
         choice = {}
-        if run.auto:  # K is chosen here, on the fitting images, and travels with this table
+        if kind == FIT and run.auto:  # K is chosen here, on the fitting images, and travels with this table
             run, choice = _choose_k(
                 context, run, images, counterpart, fit_indices(image_embeddings), io_manager
             )
-        # Training-free TAC is fitted on the reported split (as the paper evaluates it) and extended to
-        # the other rows by their nearest baseline centre, so every image gets a label.
-        baseline_labels, baseline_centers = tac.no_train_baseline(
-            images[report],
-            counterpart[report],
-            run.n_clusters,
-            seed=run.seed,
-            n_iter=params.kmeans_iter,
-            n_restarts=params.baseline_restarts,
-            device=device,
-            return_centers=True,
-        )
-    no_train = tac.assign_to_centers(tac.concat_modalities(images, counterpart), baseline_centers)
-    no_train[report] = baseline_labels
-    top_nouns = text_space["noun"].take(pa.array(top, type=pa.int64()))
-    most_retrieved = Counter(top_nouns.to_pylist()).most_common(20)
+    if kind == ASSIGN:
+        run = _fitted_k(run, previous, context.partition_key)
+    most_retrieved = Counter(top_noun.tolist()).most_common(20)
     context.add_output_metadata(
         {
             "images": len(images),
+            "computed": len(todo),
+            "reused": len(reuse),
+            "run_kind": kind,
             "text_space_size": len(nouns),
-            "baseline_fitted_on": split_name,
-            "median_top_weight": float(np.median(weight)),
+            "median_top_weight": float(np.median(weight)) if len(weight) else 0.0,
             "most_retrieved_nouns": MetadataValue.md(
                 "| noun | images |\n| --- | --- |\n" + "\n".join(f"| {n} | {c} |" for n, c in most_retrieved)
             ),
-            **run.settings_metadata("retrieval_temperature", "kmeans_iter", "baseline_restarts"),
+            **run.settings_metadata("retrieval_temperature"),
             **choice,
         }
     )
@@ -269,13 +297,29 @@ def counterparts(
         {
             "image_id": image_embeddings["image_id"],
             "split": image_embeddings["split"],
-            "top_noun": top_nouns,
+            "image_digest": pa.array(digests, type=pa.string()),
+            "top_noun": pa.array(top_noun.tolist(), type=pa.string()),
             "top_weight": pa.array(weight, type=pa.float32()),
-            "cluster_no_train": pa.array(no_train, type=pa.int64()),
+            "noun_similarity": pa.array(similarity, type=pa.float32()),
             "counterpart": embedding_array(counterpart),
         }
     )
+    table = table.replace_schema_metadata({TEMPERATURE_KEY: repr(float(temperature)).encode()})
     return with_n_clusters(table, run.n_clusters, run.n_clusters_from)
+
+
+def _fitted_k(run: DatasetRun, previous: pa.Table | None, key: str) -> DatasetRun:
+    """An assign keeps the K of the fit: the one its counterparts recorded."""
+    fitted = n_clusters_of(previous) if previous is not None else None
+    if fitted is None:
+        if run.n_clusters is None:
+            raise ValueError(
+                f"dataset '{key}' has no fitted counterparts to take K from, so new images cannot be "
+                f"assigned: run a fit first (make cluster DATASET={key} REFIT=1, or the cluster_dataset job)"
+            )
+        return run
+    k, source = fitted
+    return dataclasses.replace(run, n_clusters=k, n_clusters_from=source)
 
 
 def _choose_k(context, run: DatasetRun, images, counterpart, fit, io_manager) -> tuple[DatasetRun, dict]:

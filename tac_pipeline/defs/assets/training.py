@@ -2,6 +2,7 @@
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -13,10 +14,17 @@ from pydantic import Field
 from tac_pipeline import tac
 from tac_pipeline.common.tables import column_matrix, index_array
 from tac_pipeline.defs.assets import figures
-from tac_pipeline.defs.assets.common import dataset_asset, dataset_run, embeddings, fit_indices
+from tac_pipeline.defs.assets.common import (
+    dataset_asset,
+    dataset_run,
+    embeddings,
+    fit_indices,
+    report_indices,
+)
 from tac_pipeline.defs.io_managers import StoreIOManager
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
+from tac_pipeline.drops.refit import FIT_RECORD_ENTRY
 from tac_pipeline.tac.params import optional_field
 from tac_pipeline.tac.vectors import APPROXIMATE_KNN_ABOVE, APPROXIMATE_KNN_NPROBE, pick_knn_method
 
@@ -48,6 +56,9 @@ def shared_neighbour_fraction(a: np.ndarray, b: np.ndarray, rows_per_block: int 
 
 
 class HeadsConfig(Config):
+    kmeans_iter: int | None = optional_field("kmeans_iter")
+    kmeans_restarts: int | None = optional_field("kmeans_restarts")
+    baseline_restarts: int | None = optional_field("baseline_restarts")
     epochs: int | None = optional_field("epochs")
     batch_size: int | None = optional_field("batch_size")
     tau: float | None = optional_field("tau")
@@ -109,16 +120,28 @@ def knn_graphs(
     )
 
 
+#: Rows of the ``trained_heads`` table beside the heads: the two baselines' centres and the novelty rule.
+KMEANS_CENTERS, NO_TRAIN_CENTERS, NOVELTY_ROW = "kmeans.centers", "no_train.centers", "novelty.thresholds"
+
+
 def heads_table(
-    image_head: torch.nn.Module, text_head: torch.nn.Module, history: tac.TrainingHistory
+    image_head: torch.nn.Module,
+    text_head: torch.nn.Module,
+    history: tac.TrainingHistory,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> pa.Table:
-    """Parameters (and buffers) of both heads, plus the loss history, as ``name, shape, values`` rows."""
+    """Parameters (and buffers) of both heads, the loss history and the ``extra`` arrays (the baselines'
+    centres, the novelty thresholds) as ``name, shape, values`` rows."""
     names, shapes, values = [], [], []
     for prefix, head in (("image_head", image_head), ("text_head", text_head)):
         for name, tensor in head.state_dict().items():
             names.append(f"{prefix}.{name}")
             shapes.append(list(tensor.shape))
             values.append(tensor.detach().cpu().double().reshape(-1).numpy())
+    for name, array in (extra or {}).items():
+        names.append(name)
+        shapes.append(list(np.shape(array)))
+        values.append(np.asarray(array, dtype=np.float64).reshape(-1))
     for name in ("distillation", "consistency", "balance", "total", "seconds"):
         series = np.asarray(getattr(history, name), dtype=np.float64)
         names.append(f"history.{name}")
@@ -154,13 +177,54 @@ def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module,
     return heads[0], heads[1], history
 
 
+@dataclass(frozen=True)
+class FittedModel:
+    """Everything a fit leaves to label images with: both heads, the baselines' centres, the novelty rule."""
+
+    image_head: torch.nn.Module
+    text_head: torch.nn.Module
+    kmeans: tac.SphericalKMeans
+    no_train: tac.SphericalKMeans
+    novelty: tac.NoveltyRule
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> "FittedModel":
+        """Read back from ``trained_heads``; a table stored before the baselines were kept there raises."""
+        image_head, text_head, _ = heads_from_table(table)
+        rows = {
+            name: np.asarray(values, dtype=np.float64).reshape(shape)
+            for name, shape, values in zip(
+                table["name"].to_pylist(),
+                table["shape"].to_pylist(),
+                table["values"].to_pylist(),
+                strict=True,
+            )
+            if name in (KMEANS_CENTERS, NO_TRAIN_CENTERS, NOVELTY_ROW)
+        }
+        missing = [n for n in (KMEANS_CENTERS, NO_TRAIN_CENTERS, NOVELTY_ROW) if n not in rows]
+        if missing:
+            raise ValueError(
+                f"the stored trained_heads lack {', '.join(missing)} (fitted by an older version): "
+                "materialize trained_heads again (a fit: make cluster DATASET=<name> REFIT=1)"
+            )
+        confidence, similarity, quantile = rows[NOVELTY_ROW].tolist()
+        return cls(
+            image_head=image_head,
+            text_head=text_head,
+            kmeans=tac.SphericalKMeans.from_centers(rows[KMEANS_CENTERS].astype(np.float32)),
+            no_train=tac.SphericalKMeans.from_centers(rows[NO_TRAIN_CENTERS].astype(np.float32)),
+            novelty=tac.NoveltyRule(confidence, similarity, quantile),
+        )
+
+
 #: How often a long head training logs its progress (the first three epochs and the last always).
 PROGRESS_SECONDS = 5.0
 
 
 @dataset_asset(
     "training",
-    "The image head f and text head g, trained by cross-modal neighbour distillation.",
+    "The fitted model: the image head f and text head g, trained by cross-modal neighbour distillation, "
+    "the centres of the two baselines and the novelty thresholds.",
     gpu=True,
 )
 def trained_heads(
@@ -216,7 +280,10 @@ def trained_heads(
             raise tac.TrainingDivergedError(
                 f"{exc} ({sources}; set them in dataset.toml's [tac] table or in this asset's run config)"
             ) from exc
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        extra, baseline_metadata = _fit_baselines_and_novelty(
+            run, image_head, image_embeddings, counterparts, fit, device
+        )
     context.add_output_metadata(
         {
             "n_clusters": run.n_clusters,
@@ -228,7 +295,11 @@ def trained_heads(
             "seed": run.seed,
             "device": device,
             "training_seconds": round(seconds, 2),
-            **run.settings_metadata(*applied, **applied),
+            **run.settings_metadata(
+                *applied, "kmeans_iter", "kmeans_restarts", "baseline_restarts", **applied
+            ),
+            **baseline_metadata,
+            FIT_RECORD_ENTRY: fit_record(context, tac_data, run, image_embeddings).to_json(),
             "final_losses": MetadataValue.json(
                 {
                     "L_dis": history.distillation[-1],
@@ -239,8 +310,57 @@ def trained_heads(
             ),
         }
     )
-    table = heads_table(image_head.cpu(), text_head.cpu(), history)
+    table = heads_table(image_head.cpu(), text_head.cpu(), history, extra)
     context.add_output_metadata(
         figures.loss_curves_metadata(table, store=io_manager, partition=context.partition_key)
     )
     return table
+
+
+def _fit_baselines_and_novelty(run, image_head, image_embeddings, counterparts, fit, device):
+    """The two baselines fitted on the reported images (docs/METHOD.md §5, §9) and the novelty rule from the
+    fitting images (§10): the ``trained_heads`` rows that hold them, and their metadata."""
+    params = run.params
+    report, split_name = report_indices(image_embeddings)
+    images = embeddings(image_embeddings)
+    counterpart = column_matrix(counterparts, "counterpart")
+    common = {"n_iter": params.kmeans_iter, "seed": run.seed, "device": device}
+    kmeans = tac.SphericalKMeans(run.n_clusters, n_restarts=params.kmeans_restarts, **common).fit(
+        images[report]
+    )
+    no_train = tac.SphericalKMeans(run.n_clusters, n_restarts=params.baseline_restarts, **common).fit(
+        tac.concat_modalities(images[report], counterpart[report])
+    )
+    confidence = tac.predict_proba(image_head, images[fit], device=device).max(axis=1)
+    novelty = tac.NoveltyRule.fit(confidence, counterparts["noun_similarity"].to_numpy()[fit])
+    extra = {
+        KMEANS_CENTERS: kmeans.cluster_centers_,
+        NO_TRAIN_CENTERS: no_train.cluster_centers_,
+        NOVELTY_ROW: np.array([novelty.confidence, novelty.noun_similarity, novelty.quantile]),
+    }
+    metadata = {
+        "baselines_fitted_on": split_name,
+        "novelty_thresholds": MetadataValue.json({k: round(v, 6) for k, v in novelty.as_dict().items()}),
+    }
+    return extra, metadata
+
+
+def fit_record(context, tac_data: TacDataResource, run, image_embeddings: pa.Table):
+    """What this fit was fitted on, for the refit policy (:class:`~tac_pipeline.drops.refit.FitRecord`)."""
+    from tac_pipeline.defs.names import IMAGE_ASSET
+    from tac_pipeline.drops.nouns import noun_identity
+    from tac_pipeline.drops.refit import FitRecord, encoder_of
+    from tac_pipeline.drops.settings import fit_settings
+    from tac_pipeline.store.records import latest_materialization
+
+    drop = tac_data.drop_dir(context.partition_key)
+    images = latest_materialization(context.instance, IMAGE_ASSET, context.partition_key)
+    return FitRecord(
+        run_id=context.run_id,
+        at=time.time(),
+        encoder=encoder_of(drop, (images.code_version if images is not None else None) or ""),
+        nouns=noun_identity(context.instance, drop),
+        settings=fit_settings(run.settings),
+        drop_digest=images.value("drop_digest") if images is not None else None,
+        images=image_embeddings.num_rows,
+    )

@@ -77,8 +77,12 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
     )
 
     parts = read_output(data_dir, "counterparts", "toy")
+    assert parts.column_names == [
+        "image_id", "split", "image_digest", "top_noun", "top_weight", "noun_similarity", "counterpart",
+    ]  # fmt: skip
     assert parts.num_rows == count and unit_norm(column_matrix(parts, "counterpart"))
-    assert set(parts["cluster_no_train"].to_pylist()) <= {0, 1, 2}
+    similarity = parts["noun_similarity"].to_numpy()
+    assert ((similarity >= -1 - 1e-5) & (similarity <= 1 + 1e-5)).all()
 
     knn = read_output(data_dir, "knn_graphs", "toy")
     assert knn.num_rows == 36
@@ -91,12 +95,16 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
     assert any(n.startswith("image_head.") for n in names) and any(n.startswith("text_head.") for n in names)
     history = dict(zip(names, heads["values"].to_pylist(), strict=True))
     assert len(history["history.distillation"]) == 20  # K < 100: 20 epochs
+    shapes = dict(zip(names, heads["shape"].to_pylist(), strict=True))
+    assert shapes["kmeans.centers"] == [3, TINY_WIDTH] and shapes["no_train.centers"] == [3, 2 * TINY_WIDTH]
+    assert shapes["novelty.thresholds"] == [3]
 
     labels = read_output(data_dir, "cluster_labels", "toy")
     assert labels.column_names == [
-        "image_id", "split", "label", "cluster", "cluster_text", "cluster_mean", "cluster_no_train", "cluster_kmeans",
-        "confidence",
+        "image_id", "split", "label", "image_digest", "cluster", "cluster_text", "cluster_mean", "cluster_no_train",
+        "cluster_kmeans", "confidence", "novel", "assigned",
     ]  # fmt: skip
+    assert not any(labels["assigned"].to_pylist())  # a fit
     assert labels.num_rows == count
     for column in ("cluster", "cluster_text", "cluster_mean", "cluster_no_train", "cluster_kmeans"):
         assert set(labels[column].to_pylist()) <= {0, 1, 2}

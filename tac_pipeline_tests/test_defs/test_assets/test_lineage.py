@@ -39,6 +39,7 @@ from tac_pipeline.defs.checks import (
 )
 from tac_pipeline.defs.io_managers import ParquetIOManager
 from tac_pipeline.defs.partitions import datasets_partitions
+from tac_pipeline.store.layout import store_dir
 from tac_pipeline.tac.naming import EMPTY_NAME, UNNAMED, cluster_names
 from tac_pipeline_tests.conftest import write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import (
@@ -221,8 +222,12 @@ def test_checks_run_with_the_materialization_and_pass_on_good_data(lineage):
             ("image_embeddings", "embeddings_finite_and_unit_norm"),
             ("text_space", "noun_for_every_center"),
             ("cluster_labels", "no_empty_clusters"),
+            ("cluster_labels", "novel_share_below_refit_threshold"),
             ("metrics", "metrics_present"),
         }, key
+        assert checks[("cluster_labels", "novel_share_below_refit_threshold")].passed, (
+            key
+        )  # a fit assigns none
         assert checks[("image_embeddings", "embeddings_finite_and_unit_norm")].passed, key
         assert checks[("metrics", "metrics_present")].passed, key
     # Three well separated blobs: every cluster is used.
@@ -325,6 +330,8 @@ def test_a_collapsed_clustering_warns(lineage, monkeypatch):
         return p
 
     monkeypatch.setattr(tac, "predict_proba", collapsed)
+    # Without its previous table every row is labelled again (rows the same model labelled are kept otherwise).
+    (store_dir(root) / "cluster_labels" / "few_nouns.parquet").unlink()
     result = materialize_assets(root, instance, ["cluster_labels"], "few_nouns")
     check = _evaluations(result)[("cluster_labels", "no_empty_clusters")]
     assert not check.passed and check.severity == AssetCheckSeverity.WARN
