@@ -54,7 +54,12 @@ def _write_byo(drop: Path, vectors, labels, start: int = 0) -> None:
     pq.write_table(table, drop / "embeddings.parquet")
 
 
+#: Wall-clock time (epoch seconds) when the last command started and ended, for :func:`_timeline`.
+_LAST: dict[str, float] = {}
+
+
 def _command(dataset: str, env: dict, *extra: str) -> tuple[float, str]:
+    _LAST["start"] = time.time()
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "tac_pipeline.cli", "cluster", dataset, *extra],
@@ -64,6 +69,7 @@ def _command(dataset: str, env: dict, *extra: str) -> tuple[float, str]:
         text=True,
     )
     seconds = time.perf_counter() - start
+    _LAST["end"] = time.time()
     if done.returncode != 0:
         raise SystemExit(f"make cluster {dataset} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return seconds, done.stdout
@@ -79,6 +85,19 @@ def _steps(home: Path) -> str:
     instance = open_home(home)
     times = step_times(instance, latest_run_id(instance))
     return ", ".join(f"{step} {seconds}" for step, seconds in times.items())
+
+
+def _timeline(home: Path) -> str:
+    """Where the last command's seconds went: before its run started (the command's imports, the policy's
+    decision, the run's process and its imports), the run itself (executor and steps), and after it."""
+    from benchmarks.dagster_runs import latest_run_id, open_home
+
+    instance = open_home(home)
+    stats = instance.get_run_stats(latest_run_id(instance))
+    before = stats.start_time - _LAST["start"]
+    run = stats.end_time - stats.start_time
+    after = _LAST["end"] - stats.end_time
+    return f"command start -> run start {before:.1f} s, run {run:.1f} s, run end -> command exit {after:.1f} s"
 
 
 def _env(root: Path, **extra: str) -> dict:
@@ -108,9 +127,9 @@ def byo_part(n: int, new: int) -> None:
         first, _ = _command("planted", env)
         _write_byo(drop, vectors, labels)
         assign, out = _command("planted", env)
-        assign_steps = _steps(root / "home")
+        assign_steps = _steps(root / "home") + "\n   " + _timeline(root / "home")
         refit, out_refit = _command("planted", env, "--refit")
-        refit_steps = _steps(root / "home")
+        refit_steps = _steps(root / "home") + "\n   " + _timeline(root / "home")
         print(f"\n## {n:,} bring-your-own images (512-wide, K = 20), then {new} new ones")
         print(f"first fit ({n:,} images): {first:.1f} s")
         print(f"assign ({new} new of {n + new:,}): {assign:.1f} s   [{_decision(out)}]")
@@ -138,7 +157,7 @@ def digits_part() -> None:
         image.save(drop / "3" / "new-0001.png")
         time.sleep(0.01)
         assign, out_assign = _command("digits", env)
-        steps = _steps(root / "home")
+        steps = _steps(root / "home") + "\n   " + _timeline(root / "home")
         print("\n## digits drop (1,797 images, tac-tiny), warm, plus 1 new image")
         print(f"fit: {fit:.1f} s [{_decision(out)}]; unchanged drop: {again:.1f} s [{_decision(out_again)}]")
         print(f"1 new image: {assign:.1f} s   [{_decision(out_assign)}]")

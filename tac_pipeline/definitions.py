@@ -14,7 +14,7 @@ from tac_pipeline.config import Deployment, TacConfig
 from tac_pipeline.defs.assets import build_assets
 from tac_pipeline.defs.automation import build_drops_sensor, build_recluster_schedule
 from tac_pipeline.defs.checks import build_asset_checks
-from tac_pipeline.defs.executors.local import gpu_aware_executor
+from tac_pipeline.defs.executors.local import assign_run_config, gpu_aware_executor
 from tac_pipeline.defs.io_managers import ParquetIOManager
 from tac_pipeline.defs.jobs import JOBS
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
@@ -68,11 +68,14 @@ def build_definitions(
         executor = dask_executor_for(deployment)
     else:
         executor = gpu_aware_executor(mode="in_process" if deployment.executor == "in_process" else None)
+    assign_config = assign_run_config(deployment.executor)
     return Definitions(
         assets=assets,
         asset_checks=build_asset_checks(assets),
-        sensors=[build_drops_sensor()],
-        schedules=[build_recluster_schedule(cron_schedule=config.recluster_cron)],
+        sensors=[build_drops_sensor(assign_config=assign_config)],
+        schedules=[
+            build_recluster_schedule(assign_config=assign_config, cron_schedule=config.recluster_cron)
+        ],
         jobs=list(JOBS),
         resources=resources,
         executor=executor,

@@ -17,6 +17,7 @@ from pathlib import Path
 from tac_pipeline.cli.progress import RunFollower, failure_detail
 from tac_pipeline.common.tables import read_parquet
 from tac_pipeline.config import TacConfig
+from tac_pipeline.defs.executors.local import assign_run_config
 from tac_pipeline.defs.names import (
     ASSIGN_ASSETS,
     DATASET_ASSETS,
@@ -223,11 +224,15 @@ def _cluster(
                 materialize([NOUN_ASSET], None, env, instance, nouns, verbose=config.verbose)
             decision = _decision(instance, dataset, drop, config, refit)
             print(decision.reason[:1].upper() + decision.reason[1:])
-            selection = DATASET_ASSETS if decision.kind == FIT else ASSIGN_ASSETS
+            fit = decision.kind == FIT
+            selection = DATASET_ASSETS if fit else ASSIGN_ASSETS
             tags = {RUN_KIND_TAG: decision.kind, REFIT_REASON_TAG: decision.reason}
+            run_config = None if fit else assign_run_config(config.deployment.executor)
             started = time.time()
             try:
-                materialize(list(selection), dataset, env, instance, verbose=config.verbose, tags=tags)
+                materialize(
+                    list(selection), dataset, env, instance, run_config, verbose=config.verbose, tags=tags
+                )
             finally:
                 summary = skipped_summary(instance, dataset, since=started)
                 if summary:

@@ -76,13 +76,19 @@ DEFAULT_SETTLE_SECONDS = 60.0
 
 
 def _dataset_run_request(
-    key: str, digest: str, trigger: str, decision: RefitDecision, stamp: str | None = None
+    key: str,
+    digest: str,
+    trigger: str,
+    decision: RefitDecision,
+    stamp: str | None = None,
+    assign_config: dict | None = None,
 ) -> RunRequest:
     """A fit or an assign (as the refit policy decided) for one drop state; the run key dedupes it (per
-    ``stamp`` when given)."""
+    ``stamp`` when given). An assign runs with ``assign_config``."""
     fit = decision.kind == FIT
     return RunRequest(
         partition_key=key,
+        run_config=None if fit else assign_config,
         run_key=f"{key}:{digest[:16]}:{decision.kind}" + (f":{stamp}" if stamp else ""),
         asset_selection=DATASET_ASSETS if fit else ASSIGN_KEYS,
         tags={
@@ -138,11 +144,13 @@ def loaded_noun_code_version(context: SensorEvaluationContext | ScheduleEvaluati
 
 def build_drops_sensor(
     *,
+    assign_config: dict | None = None,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
 ):
-    """A sensor over ``<data root>/drops/`` (see the module docstring); the root is ``tac_data``'s."""
+    """A sensor over ``<data root>/drops/`` (see the module docstring); the root is ``tac_data``'s. Assign runs
+    take ``assign_config`` as their run config (:func:`~tac_pipeline.defs.executors.local.assign_run_config`)."""
 
     @sensor(
         name="drops_sensor",
@@ -181,8 +189,9 @@ def build_drops_sensor(
         requests = [_noun_request(noun_code_version)] if blocked else []
         for key, digest in changed.items():
             if key not in blocked:
+                decision = _decide(context, tac_data, key)
                 requests.append(
-                    _dataset_run_request(key, digest, "drops_sensor", _decide(context, tac_data, key))
+                    _dataset_run_request(key, digest, "drops_sensor", decision, assign_config=assign_config)
                 )
                 cursor[key] = digest
         for gone in set(cursor) - set(keys):
@@ -201,12 +210,14 @@ def build_drops_sensor(
 
 def build_recluster_schedule(
     *,
+    assign_config: dict | None = None,
     cron_schedule: str | None = None,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
 ):
     """The re-clustering schedule; ``cron_schedule`` defaults to 02:00 nightly (the definitions pass
-    ``$TAC_RECLUSTER_CRON``, :attr:`tac_pipeline.config.TacConfig.recluster_cron`)."""
+    ``$TAC_RECLUSTER_CRON``, :attr:`tac_pipeline.config.TacConfig.recluster_cron`); assign runs take
+    ``assign_config``."""
 
     @schedule(
         name="recluster_changed_drops",
@@ -234,7 +245,9 @@ def build_recluster_schedule(
         )
         requests = [_noun_request(noun_code_version)] if blocked else []
         requests += [
-            _dataset_run_request(key, digest, "recluster_schedule", _decide(context, tac_data, key), stamp)
+            _dataset_run_request(
+                key, digest, "recluster_schedule", _decide(context, tac_data, key), stamp, assign_config
+            )
             for key, digest in changed.items()
             if key not in blocked
         ]

@@ -291,11 +291,11 @@ def image_folder(run: DatasetRun, drop_dir: Path) -> Path:
 def metrics(
     context: AssetExecutionContext,
     cluster_labels: pa.Table,
-    image_embeddings: pa.Table,
     tac_data: TacDataResource,
 ):
-    run = dataset_run(context, tac_data, image_embeddings, chosen_in=cluster_labels)
-    report, split_name = report_indices(image_embeddings)
+    # cluster_labels carries every image's split and label: the embeddings themselves are not needed here.
+    run = dataset_run(context, tac_data, cluster_labels, chosen_in=cluster_labels)
+    report, split_name = report_indices(cluster_labels)
     truth = cluster_labels["label"].to_numpy(zero_copy_only=False)[report]
     # Scores cover the reported images that carry a label; the others are counted and reported, never
     # allowed to make the scores vanish (one stray image beside the class folders, one null BYO label).

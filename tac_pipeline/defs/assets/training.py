@@ -181,11 +181,12 @@ def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module,
 class FittedModel:
     """Everything a fit leaves to label images with: both heads, the baselines' centres, the novelty rule."""
 
-    image_head: torch.nn.Module
-    text_head: torch.nn.Module
-    kmeans: tac.SphericalKMeans
-    no_train: tac.SphericalKMeans
-    novelty: tac.NoveltyRule
+    # As text: evaluating ``tac.SphericalKMeans`` here would import scikit-learn with the definitions.
+    image_head: "torch.nn.Module"
+    text_head: "torch.nn.Module"
+    kmeans: "tac.SphericalKMeans"
+    no_train: "tac.SphericalKMeans"
+    novelty: "tac.NoveltyRule"
 
     @classmethod
     def from_table(cls, table: pa.Table) -> "FittedModel":

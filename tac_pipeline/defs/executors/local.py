@@ -65,3 +65,11 @@ def gpu_aware_executor(n_gpus: int | None = None, mode: str | None = None):
         description="Steps in processes forked from a warm server (or spawned, or in process); at most one "
         "tac/gpu step per visible GPU.",
     )
+
+
+def assign_run_config(executor: str) -> dict | None:
+    """The run config of an assign run (:mod:`tac_pipeline.defs.assets.run_kind`) under the deployment's
+    ``executor`` (``TAC_EXECUTOR``): its few short steps run in the run's own process, which saves a process
+    start per step (the forkserver's preload alone takes seconds) where the work is a second or two. None under
+    Dask, whose executor takes no such setting."""
+    return None if executor == "dask" else {"execution": {"config": {"mode": "in_process"}}}
