@@ -20,8 +20,6 @@ from dagster import (
     InputContext,
     MetadataValue,
     OutputContext,
-    TableColumn,
-    TableSchema,
     UPathIOManager,
 )
 from pydantic import Field
@@ -29,6 +27,7 @@ from upath import UPath
 
 from tac_pipeline.common.atomic import write_parquet_atomically
 from tac_pipeline.common.tables import is_vector_type, read_parquet
+from tac_pipeline.defs.columns import column_schema
 from tac_pipeline.drops.keys import validate_dataset_key
 from tac_pipeline.store.layout import figure_path
 
@@ -96,7 +95,7 @@ class StoreIOManager(UPathIOManager):
 
     def get_metadata(self, context: OutputContext, obj: Any) -> dict[str, Any]:
         table = as_table(obj)
-        schema = TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in table.schema])
+        schema = column_schema(context.asset_key.to_user_string(), table)
         return {
             "dagster/row_count": MetadataValue.int(table.num_rows),
             "dagster/column_schema": schema,

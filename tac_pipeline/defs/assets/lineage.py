@@ -169,7 +169,8 @@ def with_lineage(compute):
     def wrapper(context, *args, **kwargs):
         tables = {name: value for name, value in kwargs.items() if isinstance(value, pa.Table)}
         fitted = frozenset(FIT_ASSETS) if run_kind(context) == ASSIGN else frozenset()
-        built_from = check_inputs(context.asset_key.to_user_string(), context.partition_key, tables, fitted)
+        asset = context.asset_key.to_user_string()
+        built_from = check_inputs(asset, context.partition_key, tables, fitted)
         result = compute(context, *args, **kwargs)
         if isinstance(result, pa.Table):
             result = stamp(result, built_from)

@@ -43,6 +43,18 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
     data_dir, instance, result, count = toy
     materialized = {k.to_user_string() for k in instance.get_asset_keys()}
     assert set(ASSET_NAMES) <= materialized
+    # Every column of every stored table is described in its asset's column schema (the UI's Columns tab).
+    from tac_pipeline.store.records import latest_materialization
+
+    for asset in ASSET_NAMES:
+        latest = latest_materialization(
+            instance, asset, None if asset == "wordnet_noun_embeddings" else "toy"
+        )
+        schema = latest.value("dagster/column_schema")
+        stored = latest.read_table()
+        described = {c.name: c.description for c in schema.columns}
+        assert list(described) == stored.column_names, asset
+        assert all(d and len(d) > 10 for d in described.values()), asset
 
     images = read_output(data_dir, "image_embeddings", "toy")
     assert images.column_names == ["image_id", "path", "content_hash", "label", "split", "embedding"]

@@ -450,3 +450,18 @@ def test_metrics_rule_demands_scores_only_when_labels_exist():
     assert not failed.passed and "nmi missing" in failed.description
     assert metrics_check(empty_scores, unlabelled).passed
     assert not metrics_check(full.slice(0, 3), labels).passed  # methods missing
+
+
+def test_cluster_names_differ_when_clusters_share_their_most_frequent_noun():
+    # Two classes (cats, dogs) whose members most often retrieve "animal"; a third cluster of cars.
+    nouns = ["animal"] * 50 + ["cat"] * 40 + ["kitten"] * 5 + ["animal"] * 55 + ["dog"] * 35 + ["puppy"] * 6
+    nouns += ["car"] * 30 + ["animal"] * 2
+    clusters = [0] * 95 + [1] * 96 + [2] * 32
+    names = cluster_names(clusters, nouns, 3)
+    assert len(set(names)) == 3
+    assert names[0].startswith("cat") and "kitten" in names[0]
+    assert names[1].startswith("dog") and "puppy" in names[1]
+    assert names[2].startswith("car")
+    # More clusters than nouns: every name still differs.
+    same = cluster_names([0, 1, 2], ["x", "x", "x"], 3)
+    assert len(set(same)) == 3 and sum(name == "x" for name in same) == 1
