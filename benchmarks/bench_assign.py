@@ -97,7 +97,9 @@ def _timeline(home: Path) -> str:
     before = stats.start_time - _LAST["start"]
     run = stats.end_time - stats.start_time
     after = _LAST["end"] - stats.end_time
-    return f"command start -> run start {before:.1f} s, run {run:.1f} s, run end -> command exit {after:.1f} s"
+    return (
+        f"command start -> run start {before:.1f} s, run {run:.1f} s, run end -> command exit {after:.1f} s"
+    )
 
 
 def _env(root: Path, **extra: str) -> dict:

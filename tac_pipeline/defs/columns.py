@@ -80,6 +80,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "confidence": "The image head's probability for its cluster.",
         "novel": "True when the image fits no fitted cluster (docs/METHOD.md, novelty).",
         "assigned": "True when the image joined after the fit and was assigned by the fitted model.",
+        "duplicate_group": "Its group of near-duplicates (cosine similarity >= duplicate_threshold), numbered by "
+        "decreasing size; null when it has none.",
     },
     "metrics": {
         "method": "kmeans_image, tac_no_train, tac_image, tac_text or tac_mean.",

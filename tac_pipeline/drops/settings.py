@@ -55,6 +55,7 @@ class TacOverrides(BaseModel):
     tau: float | None = optional_field("tau")
     lr: float | None = optional_field("lr")
     entropy_weight: float | None = optional_field("entropy_weight")
+    duplicate_threshold: float | None = optional_field("duplicate_threshold")
 
 
 class ImageSourceSettings(BaseModel):
@@ -185,11 +186,16 @@ class DatasetSettings(BaseModel):
 
 #: The fields of ``dataset.toml`` that steer the refit policy rather than the fit itself.
 REFIT_FIELDS = frozenset({"refit", "refit_changed_share", "refit_novel_share"})
+#: ``[tac]`` settings that only label images (no fitted asset reads them): changing them never refits.
+LABEL_ONLY_FIELDS = frozenset({"duplicate_threshold"})
 
 
 def fit_settings(settings: DatasetSettings) -> dict[str, Any]:
-    """The settings a fit depends on (everything but :data:`REFIT_FIELDS`), as JSON-ready values."""
-    return settings.model_dump(mode="json", exclude=set(REFIT_FIELDS))
+    """The settings a fit depends on (everything but :data:`REFIT_FIELDS` and :data:`LABEL_ONLY_FIELDS`), as
+    JSON-ready values."""
+    exclude: dict[str, Any] = {name: True for name in REFIT_FIELDS}
+    exclude["tac"] = set(LABEL_ONLY_FIELDS)
+    return settings.model_dump(mode="json", exclude=exclude)
 
 
 class DatasetSettingsError(ValueError):

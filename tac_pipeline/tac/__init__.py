@@ -17,6 +17,7 @@ _HOMES = {
     **dict.fromkeys(["as_tensor", "resolve_device", "to_numpy"], "tac_pipeline.common.devices"),
     "TAC": "estimator",
     "SphericalKMeans": "baselines",
+    "find_duplicates": "duplicates",
     **dict.fromkeys(["NOVELTY_QUANTILE", "NoveltyRule", "best_similarity"], "novelty"),
     **dict.fromkeys(
         [

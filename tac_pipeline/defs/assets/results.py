@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ResourceParam
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import metrics_markdown
@@ -39,6 +39,7 @@ from tac_pipeline.defs.names import ASSIGN
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
 from tac_pipeline.drops.refit import ASSIGNED_ENTRY, LABELS_FIT_ENTRY, NOVEL_ASSIGNED_ENTRY
+from tac_pipeline.tac.params import optional_field
 
 #: Schema metadata of ``cluster_labels``: per clustering column, the stable id of each of the model's ids.
 CLUSTER_IDS_KEY = b"tac_pipeline.cluster_ids"
@@ -77,6 +78,10 @@ def _stable_ids(table: pa.Table | None) -> dict[str, np.ndarray] | None:
     return {k: np.asarray(v, dtype=np.int64) for k, v in json.loads(raw).items()} if raw else None
 
 
+class ClusterLabelsConfig(Config):
+    duplicate_threshold: float | None = optional_field("duplicate_threshold")
+
+
 @dataset_asset(
     "results",
     "The cluster of every image (image head: the paper's label; text head; their mean; no-train TAC; k-means), "
@@ -86,14 +91,16 @@ def _stable_ids(table: pa.Table | None) -> dict[str, np.ndarray] | None:
 )
 def cluster_labels(
     context: AssetExecutionContext,
+    config: ClusterLabelsConfig,
     image_embeddings: pa.Table,
     counterparts: pa.Table,
+    knn_graphs: pa.Table,
     trained_heads: pa.Table,
     compute_device: ComputeDeviceResource,
     tac_data: TacDataResource,
     io_manager: ResourceParam[StoreIOManager],
 ):
-    run = dataset_run(context, tac_data, image_embeddings, chosen_in=counterparts)
+    run = dataset_run(context, tac_data, image_embeddings, config, chosen_in=counterparts)
     kind = run_kind(context)
     model = FittedModel.from_table(trained_heads)
     fit = fit_record_of(context)
@@ -143,6 +150,8 @@ def cluster_labels(
         novel[here] = previous["novel"].to_numpy(zero_copy_only=False)[there]
         # A fit's images are all fitted ones; an assign keeps who was assigned before.
         assigned[here] = kind == ASSIGN and previous["assigned"].to_numpy(zero_copy_only=False)[there]
+    threshold = run.params.duplicate_threshold
+    duplicates = tac.find_duplicates(images, threshold, **_fitted_graph(knn_graphs, ids))
     cluster = columns["cluster"]
     sizes = np.bincount(cluster, minlength=n_clusters)
     n_assigned, n_novel_assigned = int(assigned.sum()), int((novel & assigned).sum())
@@ -184,6 +193,7 @@ def cluster_labels(
             "confidence": pa.array(confidence, type=pa.float32()),
             "novel": pa.array(novel, type=pa.bool_()),
             "assigned": pa.array(assigned, type=pa.bool_()),
+            "duplicate_group": pa.array(np.where(duplicates >= 0, duplicates, None), type=pa.int64()),
         }
     )
     table = table.replace_schema_metadata(
@@ -205,6 +215,8 @@ def cluster_labels(
         partition=context.partition_key,
     )
     metadata |= _novel_gallery(table, image_embeddings, folder, io_manager, context.partition_key)
+    metadata |= _duplicates_metadata(duplicates, image_embeddings, folder, io_manager, context.partition_key)
+    metadata |= run.settings_metadata("duplicate_threshold")
     threshold = run.settings.refit_novel_share
     # The checks run in this step, on the table in memory (no step process of their own): see text_space for
     # why the metadata travels in the result and the function has no return annotation.
@@ -212,6 +224,46 @@ def cluster_labels(
         value=table,
         metadata=metadata,
         check_results=[empty_clusters_check(table, n_clusters), novel_share_check(table, threshold)],
+    )
+
+
+def _fitted_graph(knn_graphs: pa.Table, ids: list[str]) -> dict:
+    """The fit's image kNN graph in today's rows: ``graph_rows`` and ``graph`` for
+    :func:`~tac_pipeline.tac.duplicates.find_duplicates` (images gone since the fit are left out)."""
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    fitted = np.array([row_of.get(i, -1) for i in knn_graphs["image_id"].to_pylist()], dtype=np.int64)
+    neighbours = column_matrix(knn_graphs, "neighbors_image", dtype=np.int64)
+    present = fitted >= 0
+    return {"graph_rows": fitted[present], "graph": fitted[neighbours[present]]}
+
+
+#: Duplicate groups shown in the gallery of duplicates.
+DUPLICATE_GALLERY = 6
+
+
+def _duplicates_metadata(groups, image_embeddings: pa.Table, folder: Path, store, partition: str) -> dict:
+    """How many duplicate groups there are, how many images they hold, and a gallery of the largest."""
+    found = int(groups.max(initial=-1)) + 1
+    metadata = {"duplicate_groups": found, "images_in_duplicate_groups": int((groups >= 0).sum())}
+    if not found:
+        return metadata
+    shown = list(range(min(found, DUPLICATE_GALLERY)))
+    sizes = np.bincount(groups[groups >= 0])
+    mosaic = figures.gallery_mosaic(
+        folder, image_embeddings["path"].to_pylist(), groups, np.zeros(len(groups)), shown
+    )
+    if mosaic is None:
+        return metadata
+    figure = figures.gallery_figure(
+        mosaic, [f"group {g} ({int(sizes[g])})" for g in shown], "Largest near-duplicate groups"
+    )
+    return metadata | figures.publish_figure(
+        figure,
+        store=store,
+        asset="cluster_labels",
+        partition=partition,
+        name="duplicates_gallery",
+        title="gallery of near-duplicate groups",
     )
 
 

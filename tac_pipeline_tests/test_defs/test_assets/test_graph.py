@@ -114,7 +114,7 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
     labels = read_output(data_dir, "cluster_labels", "toy")
     assert labels.column_names == [
         "image_id", "split", "label", "image_digest", "cluster", "cluster_text", "cluster_mean", "cluster_no_train",
-        "cluster_kmeans", "confidence", "novel", "assigned",
+        "cluster_kmeans", "confidence", "novel", "assigned", "duplicate_group",
     ]  # fmt: skip
     assert not any(labels["assigned"].to_pylist())  # a fit
     assert labels.num_rows == count
