@@ -11,11 +11,11 @@ SOURCE ?=
 # Passed to recipes through the environment and quoted there ("$$DATASET"), never pasted into the shell
 # command line: a name holding quotes or ';' stays one plain argument.
 VERBOSE ?=
-export DATASET MODEL PRETRAINED SOURCE VERBOSE
+export DATASET MODEL PRETRAINED SOURCE VERBOSE METHOD FORMAT TO
 PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test lint demo cluster reproduce ui
+.PHONY: install test lint demo cluster reproduce ui export
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ demo: $(STAMP) $(DAGSTER_HOME)
 cluster: $(STAMP) $(DAGSTER_HOME)
 	@test -n "$$DATASET" || { echo "usage: make cluster DATASET=<folder in data/drops> [REFIT=1] [MODEL=<open_clip model>]"; exit 2; }
 	exec $(PY) -m tac_pipeline.cli cluster "$$DATASET" $(if $(filter-out 0,$(REFIT)),--refit) $(if $(MODEL),--model "$$MODEL") $(if $(PRETRAINED),--pretrained "$$PRETRAINED")
+
+# A clustered drop as folders of hard links, a CSV or a Parquet table, with its names and metrics (docs/EXPLORE.md).
+export: $(STAMP) $(DAGSTER_HOME)
+	@test -n "$$DATASET" || { echo "usage: make export DATASET=<name> [METHOD=tac_image] [FORMAT=folders|csv|parquet] [TO=<folder>]"; exit 2; }
+	exec $(PY) -m tac_pipeline.cli export "$$DATASET" $(if $(METHOD),--method "$$METHOD") $(if $(FORMAT),--format "$$FORMAT") $(if $(TO),--to "$$TO")
 
 # One of the paper's datasets, prepared, clustered and compared with the paper (no DATASET: the list).
 reproduce: $(STAMP) $(DAGSTER_HOME)

@@ -104,9 +104,41 @@ def reproduce(
     return 0
 
 
+def export_command(dataset: str, config: TacConfig, method: str, fmt: str, to: str | None) -> int:
+    """``make export``: the stored clustering of ``dataset`` as folders, CSV or Parquet (nothing recomputed)."""
+    from pathlib import Path
+
+    from tac_pipeline.explore.export import ExportError, default_target, export, read_clustered
+
+    target = Path(to) if to else default_target(dataset, method, fmt, config.data_dir)
+    try:
+        with _instance() as instance:
+            summary = export(
+                read_clustered(instance, dataset, config.data_dir), target, method=method, fmt=fmt
+            )
+    except (ExportError, InvalidDatasetKeyError) as exc:
+        print(f"\nexport failed: {exc}", file=sys.stderr)
+        return 2
+    links = summary.get("links")
+    how = f" ({links['hard']} hard links, {links['symbolic']} symbolic links)" if links else ""
+    print(
+        f"Exported {summary['images']} images of '{dataset}' in {len(summary['clusters'])} clusters{how} to {target}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tac_pipeline.cli")
     sub = parser.add_subparsers(dest="command", required=True)
+    exporting = sub.add_parser("export", help="write a clustered drop as folders, CSV or Parquet")
+    exporting.add_argument("dataset", help="folder name under data/drops/")
+    exporting.add_argument(
+        "--method",
+        default="tac_image",
+        help="tac_image (default), tac_text, tac_mean, tac_no_train or kmeans_image",
+    )
+    exporting.add_argument("--format", default="folders", choices=["folders", "csv", "parquet"])
+    exporting.add_argument("--to", default=None, help="an empty or new folder (default: data/exports/...)")
     for name, help_text in (
         ("demo", "write the digits drop and cluster it"),
         ("cluster", "cluster one drop"),
@@ -140,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
     try:
-        config = TacConfig.from_env().with_encoder(args.model, args.pretrained)
-        if args.verbose:
+        config = TacConfig.from_env().with_encoder(
+            getattr(args, "model", None), getattr(args, "pretrained", None)
+        )
+        if getattr(args, "verbose", False):
             config = replace(config, verbose=True)
     except ConfigError as exc:
         print(f"\nconfiguration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "export":
+        return export_command(args.dataset, config, args.method, args.format, args.to)
     if args.command == "reproduce":
         return reproduce(args.dataset, config, source=args.source, max_nouns=args.max_nouns)
     try:

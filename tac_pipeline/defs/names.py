@@ -39,6 +39,15 @@ METRICS_ASSET = (
 #: The assets partitioned by dataset: everything but the shared noun embeddings.
 DATASET_ASSETS = tuple(name for name in ASSET_NAMES if name != NOUN_ASSET)
 
+#: Each clustering method and the ``cluster_labels`` column holding its labels (the order of ``metrics``' rows).
+METHOD_COLUMNS = {
+    "kmeans_image": "cluster_kmeans",
+    "tac_no_train": "cluster_no_train",
+    "tac_image": "cluster",
+    "tac_text": "cluster_text",
+    "tac_mean": "cluster_mean",
+}
+
 #: The fitted model of a dataset: what a fit computes and an assign reuses.
 FIT_ASSETS = ("semantic_centers", "text_space", "knn_graphs", "trained_heads")
 #: What an assign run materializes: new images embedded, retrieved, labelled by the fitted model, scored.

@@ -86,6 +86,11 @@ def skipped_files_report(dataset: str, data_dir: PathLike | None = None) -> Path
     return store_dir(data_dir) / REPORTS / validate_dataset_key(dataset) / SKIPPED_FILES
 
 
+def exports_dir(data_dir: PathLike | None = None) -> Path:
+    """Where ``make export`` writes when it is given no ``TO=``."""
+    return data_root(data_dir) / "exports"
+
+
 def image_state_path(dataset: str, drop_digest: str, data_dir: PathLike | None = None) -> Path:
     """The drop's images as one run saw them (key -> fingerprint), for the refit policy: one file per drop
     digest, so an assign never overwrites the state its fit was made from."""

@@ -18,6 +18,7 @@ from dagster import (
 from tac_pipeline.common.tables import column_matrix
 from tac_pipeline.defs.assets.lineage import with_lineage
 from tac_pipeline.defs.assets.run_settings import pinned_dataset_settings, step_params
+from tac_pipeline.defs.names import METHOD_COLUMNS
 from tac_pipeline.defs.partitions import datasets_partitions
 from tac_pipeline.defs.resources.compute import gpu_step_tags
 from tac_pipeline.defs.resources.data import TacDataResource
@@ -32,14 +33,6 @@ from tac_pipeline.drops.settings import (
 from tac_pipeline.store.records import latest_materialization
 from tac_pipeline.tac.params import TacParams
 
-#: Each method scored by ``metrics`` and the ``cluster_labels`` column holding its labels.
-METHOD_COLUMNS = {
-    "kmeans_image": "cluster_kmeans",
-    "tac_no_train": "cluster_no_train",
-    "tac_image": "cluster",
-    "tac_text": "cluster_text",
-    "tac_mean": "cluster_mean",
-}
 #: The rows of ``metrics``, one per method, in this order.
 METHODS = tuple(METHOD_COLUMNS)
 
