@@ -8,6 +8,7 @@ resize = 256             # short side before the model's centre crop (default: t
 refit = "auto"           # new images: "auto" (assign, or refit when the drop drifted), "always", "never"
 refit_changed_share = 0.2    # auto: refit when images added/changed/removed since the fit reach this share
 refit_novel_share = 0.3      # auto: refit when this share of the images assigned since the fit is novel
+duplicate_threshold = 0.95   # cosine similarity of near-duplicates (cluster_labels.duplicate_group)
 
 [images]                 # optional: the images live outside the drop (e.g. an ImageNet root)
 root = "/data/imagenet"  # an absolute folder; symlinks leading out of it are not followed
@@ -55,7 +56,6 @@ class TacOverrides(BaseModel):
     tau: float | None = optional_field("tau")
     lr: float | None = optional_field("lr")
     entropy_weight: float | None = optional_field("entropy_weight")
-    duplicate_threshold: float | None = optional_field("duplicate_threshold")
 
 
 class ImageSourceSettings(BaseModel):
@@ -146,6 +146,14 @@ class DatasetSettings(BaseModel):
         description="refit = auto: refit when the images added, changed or removed since the fit reach this "
         "share of the fitted images.",
     )
+    duplicate_threshold: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Cosine similarity from which two images are near-duplicates (cluster_labels' "
+        "duplicate_group); changing it never refits.",
+    )
     refit_novel_share: float = Field(
         default=0.3,
         gt=0.0,
@@ -186,16 +194,14 @@ class DatasetSettings(BaseModel):
 
 #: The fields of ``dataset.toml`` that steer the refit policy rather than the fit itself.
 REFIT_FIELDS = frozenset({"refit", "refit_changed_share", "refit_novel_share"})
-#: ``[tac]`` settings that only label images (no fitted asset reads them): changing them never refits.
+#: Settings that only label images (no fitted asset reads them): changing them never refits.
 LABEL_ONLY_FIELDS = frozenset({"duplicate_threshold"})
 
 
 def fit_settings(settings: DatasetSettings) -> dict[str, Any]:
     """The settings a fit depends on (everything but :data:`REFIT_FIELDS` and :data:`LABEL_ONLY_FIELDS`), as
     JSON-ready values."""
-    exclude: dict[str, Any] = {name: True for name in REFIT_FIELDS}
-    exclude["tac"] = set(LABEL_ONLY_FIELDS)
-    return settings.model_dump(mode="json", exclude=exclude)
+    return settings.model_dump(mode="json", exclude=set(REFIT_FIELDS | LABEL_ONLY_FIELDS))
 
 
 class DatasetSettingsError(ValueError):

@@ -76,12 +76,6 @@ class TacParams(BaseModel):
     entropy_weight: float = Field(
         default=5.0, **_finite(ge=0, le=1000), description="Weight of the balance loss (§7)."
     )
-    duplicate_threshold: float = Field(
-        default=0.95,
-        **_finite(ge=0.5, le=1.0),
-        description="Cosine similarity from which two images are near-duplicates (cluster_labels' "
-        "duplicate_group; not part of the method).",
-    )
 
     def head_training(self, n_clusters: int) -> dict[str, Any]:
         """The head-training settings for K clusters: the K rule of §7 where a field is None."""

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
+from pydantic import Field
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import metrics_markdown
@@ -39,7 +40,7 @@ from tac_pipeline.defs.names import ASSIGN
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
 from tac_pipeline.drops.refit import ASSIGNED_ENTRY, LABELS_FIT_ENTRY, NOVEL_ASSIGNED_ENTRY
-from tac_pipeline.tac.params import optional_field
+from tac_pipeline.drops.settings import DATASET_TOML, DEFAULT, RUN_CONFIG
 
 #: Schema metadata of ``cluster_labels``: per clustering column, the stable id of each of the model's ids.
 CLUSTER_IDS_KEY = b"tac_pipeline.cluster_ids"
@@ -79,7 +80,13 @@ def _stable_ids(table: pa.Table | None) -> dict[str, np.ndarray] | None:
 
 
 class ClusterLabelsConfig(Config):
-    duplicate_threshold: float | None = optional_field("duplicate_threshold")
+    duplicate_threshold: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=1.0,
+        description="Cosine similarity from which two images are near-duplicates (None: dataset.toml's "
+        "duplicate_threshold, default 0.95).",
+    )
 
 
 @dataset_asset(
@@ -150,8 +157,15 @@ def cluster_labels(
         novel[here] = previous["novel"].to_numpy(zero_copy_only=False)[there]
         # A fit's images are all fitted ones; an assign keeps who was assigned before.
         assigned[here] = kind == ASSIGN and previous["assigned"].to_numpy(zero_copy_only=False)[there]
-    threshold = run.params.duplicate_threshold
-    duplicates = tac.find_duplicates(images, threshold, **_fitted_graph(knn_graphs, ids))
+    near, near_from = (
+        (config.duplicate_threshold, RUN_CONFIG)
+        if config.duplicate_threshold is not None
+        else (
+            run.settings.duplicate_threshold,
+            DATASET_TOML if "duplicate_threshold" in run.settings.model_fields_set else DEFAULT,
+        )
+    )
+    duplicates = tac.find_duplicates(images, near, **_fitted_graph(knn_graphs, ids))
     cluster = columns["cluster"]
     sizes = np.bincount(cluster, minlength=n_clusters)
     n_assigned, n_novel_assigned = int(assigned.sum()), int((novel & assigned).sum())
@@ -216,7 +230,7 @@ def cluster_labels(
     )
     metadata |= _novel_gallery(table, image_embeddings, folder, io_manager, context.partition_key)
     metadata |= _duplicates_metadata(duplicates, image_embeddings, folder, io_manager, context.partition_key)
-    metadata |= run.settings_metadata("duplicate_threshold")
+    metadata["duplicate_threshold"] = MetadataValue.json({"value": near, "from": near_from})
     threshold = run.settings.refit_novel_share
     # The checks run in this step, on the table in memory (no step process of their own): see text_space for
     # why the metadata travels in the result and the function has no return annotation.

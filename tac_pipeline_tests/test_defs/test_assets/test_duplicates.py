@@ -12,7 +12,7 @@ from tac_pipeline_tests.test_defs.test_assets.test_refit import Planted, reclust
 def test_copies_are_grouped_in_a_fit_and_when_they_arrive_later(data_dir):
     planted = Planted(data_dir / "drops" / "pets", n_per=60)
     toml = planted.drop / "dataset.toml"  # planted classes hold images 0.95 alike: copies are closer still
-    toml.write_text(toml.read_text() + "duplicate_threshold = 0.99\n")
+    toml.write_text("duplicate_threshold = 0.99\n" + toml.read_text())
     rows = np.flatnonzero(planted.y < 6)
     rng = np.random.default_rng(0)
     # Two near copies of image rows[0] and one exact copy of rows[1], as extra rows with their own ids.
@@ -34,7 +34,7 @@ def test_copies_are_grouped_in_a_fit_and_when_they_arrive_later(data_dir):
         assert labels["duplicate_group"].notna().sum() == 3
         latest = latest_materialization(instance, "cluster_labels", "pets")
         assert latest.value("duplicate_groups") == 1 and latest.value("images_in_duplicate_groups") == 3
-        assert latest.value("settings")["duplicate_threshold"] == {"value": 0.99, "from": "dataset.toml"}
+        assert latest.value("duplicate_threshold") == {"value": 0.99, "from": "dataset.toml"}
 
         planted.write(np.concatenate([rows, [n - 3, n - 2, n - 1]]))  # the exact copy arrives: an assign
         decision, _ = recluster(data_dir, instance, "pets")
