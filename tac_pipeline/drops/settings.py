@@ -204,6 +204,16 @@ def fit_settings(settings: DatasetSettings) -> dict[str, Any]:
     return settings.model_dump(mode="json", exclude=set(REFIT_FIELDS | LABEL_ONLY_FIELDS))
 
 
+def optional_setting(name: str) -> Any:
+    """``DatasetSettings``'s field ``name`` as an optional run-config override: default None, same range and
+    description (as :func:`~tac_pipeline.tac.params.optional_field` does for TAC's own settings)."""
+    from pydantic.fields import FieldInfo
+
+    field = DatasetSettings.model_fields[name]
+    description = f"{field.description} None: dataset.toml's {name} (default {field.default})."
+    return FieldInfo.merge_field_infos(field, default=None, description=description)
+
+
 class DatasetSettingsError(ValueError):
     """``dataset.toml`` is unreadable or has a wrong field; the message names the file and the field."""
 

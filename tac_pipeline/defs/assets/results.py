@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
-from pydantic import Field
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import metrics_markdown
@@ -40,7 +39,7 @@ from tac_pipeline.defs.names import ASSIGN
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
 from tac_pipeline.drops.refit import ASSIGNED_ENTRY, LABELS_FIT_ENTRY, NOVEL_ASSIGNED_ENTRY
-from tac_pipeline.drops.settings import DATASET_TOML, DEFAULT, RUN_CONFIG
+from tac_pipeline.drops.settings import DATASET_TOML, DEFAULT, RUN_CONFIG, optional_setting
 
 #: Schema metadata of ``cluster_labels``: per clustering column, the stable id of each of the model's ids.
 CLUSTER_IDS_KEY = b"tac_pipeline.cluster_ids"
@@ -80,13 +79,7 @@ def _stable_ids(table: pa.Table | None) -> dict[str, np.ndarray] | None:
 
 
 class ClusterLabelsConfig(Config):
-    duplicate_threshold: float | None = Field(
-        default=None,
-        ge=0.5,
-        le=1.0,
-        description="Cosine similarity from which two images are near-duplicates (None: dataset.toml's "
-        "duplicate_threshold, default 0.95).",
-    )
+    duplicate_threshold: float | None = optional_setting("duplicate_threshold")
 
 
 @dataset_asset(
