@@ -82,6 +82,24 @@ def table_digest(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
+def matching_rows(
+    ids: list, digests: list, previous: pa.Table | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which rows of a new table a previous one already holds, matched on ``(image_id, image_digest)``.
+
+    Returns ``(here, there, todo)``: the new rows found, their rows in ``previous``, and the new rows to compute
+    (all of them when ``previous`` is None or has no ``image_digest``). int64 arrays.
+    """
+    known = {}
+    if previous is not None and "image_digest" in previous.column_names:
+        old = zip(previous["image_id"].to_pylist(), previous["image_digest"].to_pylist(), strict=True)
+        known = {key: row for row, key in enumerate(old)}
+    pairs = [(i, known[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in known]
+    here = np.array([i for i, _ in pairs], dtype=np.int64)
+    there = np.array([j for _, j in pairs], dtype=np.int64)
+    return here, there, np.setdiff1d(np.arange(len(ids), dtype=np.int64), here)
+
+
 def row_digests(x: np.ndarray) -> list[str]:
     """A 16-hex-digit blake2b digest of every row's float32 bytes: which rows of two tables hold the same vector."""
     import hashlib

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import metrics_markdown
-from tac_pipeline.common.tables import column_matrix
+from tac_pipeline.common.tables import column_matrix, matching_rows
 from tac_pipeline.defs.assets import figures
 from tac_pipeline.defs.assets.common import (
     METHOD_COLUMNS,
@@ -38,7 +38,7 @@ from tac_pipeline.defs.io_managers import StoreIOManager
 from tac_pipeline.defs.names import ASSIGN
 from tac_pipeline.defs.resources.compute import ComputeDeviceResource
 from tac_pipeline.defs.resources.data import TacDataResource
-from tac_pipeline.drops.refit import ASSIGNED_ENTRY, LABELS_FIT_ENTRY, NOVEL_ASSIGNED_ENTRY
+from tac_pipeline.drops.refit import ASSIGNED_ENTRY, LABELS_FIT_ENTRY, NOVEL_ASSIGNED_ENTRY, stored_fit
 from tac_pipeline.drops.settings import DATASET_TOML, DEFAULT, RUN_CONFIG, optional_setting
 
 #: Schema metadata of ``cluster_labels``: per clustering column, the stable id of each of the model's ids.
@@ -103,7 +103,7 @@ def cluster_labels(
     run = dataset_run(context, tac_data, image_embeddings, config, chosen_in=counterparts)
     kind = run_kind(context)
     model = FittedModel.from_table(trained_heads)
-    fit = fit_record_of(context)
+    fit = stored_fit(context.instance, context.partition_key)
     model_token = (lineage(trained_heads) or {}).get("token", "")
     images = embeddings(image_embeddings)
     counterpart = column_matrix(counterparts, "counterpart")
@@ -114,16 +114,7 @@ def cluster_labels(
     same_model = (
         previous is not None and (previous.schema.metadata or {}).get(MODEL_KEY) == model_token.encode()
     )
-    kept = {}
-    if same_model and "image_digest" in previous.column_names:
-        kept = {
-            key: row
-            for row, key in enumerate(
-                zip(previous["image_id"].to_pylist(), previous["image_digest"].to_pylist(), strict=True)
-            )
-        }
-    reuse = [(i, kept[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in kept]
-    todo = np.setdiff1d(np.arange(len(ids)), np.array([i for i, _ in reuse], dtype=np.int64))
+    here, there, todo = matching_rows(ids, digests, previous if same_model else None)
     with compute_device.acquire(context.log) as device:
         computed = predict_rows(model, images[todo], counterpart[todo], device)
     n_clusters = int(model.kmeans.cluster_centers_.shape[0])
@@ -142,8 +133,7 @@ def cluster_labels(
     confidence[todo] = computed["confidence"]
     novel[todo] = model.novelty.flag(computed["confidence"], counterparts["noun_similarity"].to_numpy()[todo])
     assigned[todo] = kind == ASSIGN
-    if reuse:
-        here, there = (np.array(side, dtype=np.int64) for side in zip(*reuse, strict=True))
+    if len(here):
         for column in columns:
             columns[column][here] = previous[column].to_numpy()[there]
         confidence[here] = previous["confidence"].to_numpy()[there]
@@ -170,7 +160,7 @@ def cluster_labels(
         "refit_decision": run_reason(context),
         **({LABELS_FIT_ENTRY: fit.run_id, "labels_from": f"the fit of {fit.describe()}"} if fit else {}),
         "labelled_now": len(todo),
-        "kept": len(reuse),
+        "kept": len(here),
         ASSIGNED_ENTRY: n_assigned,
         NOVEL_ASSIGNED_ENTRY: n_novel_assigned,
         "novel_images": int(novel.sum()),
@@ -272,13 +262,6 @@ def _duplicates_metadata(groups, image_embeddings: pa.Table, folder: Path, store
         name="duplicates_gallery",
         title="gallery of near-duplicate groups",
     )
-
-
-def fit_record_of(context):
-    """The fit whose model labels this run's images (the latest ``trained_heads`` materialization's record)."""
-    from tac_pipeline.drops.refit import stored_fit
-
-    return stored_fit(context.instance, context.partition_key)
 
 
 def _renumber(previous, ids, todo, computed, n_clusters):

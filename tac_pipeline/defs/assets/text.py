@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import more_row
-from tac_pipeline.common.tables import column_matrix, embedding_array, row_digests
+from tac_pipeline.common.tables import column_matrix, embedding_array, matching_rows, row_digests
 from tac_pipeline.defs.assets import figures
 from tac_pipeline.defs.assets.common import (
     DatasetRun,
@@ -207,20 +207,18 @@ def _nouns_by_center_markdown(table: pa.Table, max_centers: int = 40) -> str:
 TEMPERATURE_KEY = b"tac_pipeline.retrieval_temperature"
 
 
-def reusable_rows(previous: pa.Table | None, text_space: pa.Table, temperature: float) -> dict[tuple, int]:
-    """``{(image_id, image_digest): row}`` of the previous ``counterparts`` that are still exact: computed from
-    this very text space (its lineage token) at this temperature. Empty when nothing can be reused."""
-    if previous is None or "image_digest" not in previous.column_names:
-        return {}
+def reusable(previous: pa.Table | None, text_space: pa.Table, temperature: float) -> pa.Table | None:
+    """The previous ``counterparts`` when its rows are still exact: computed from this very text space (its
+    lineage token) at this temperature; else None."""
+    if previous is None:
+        return None
     built_from = (lineage(previous) or {}).get("from", {})
     current = lineage(text_space)
     if current is None or built_from.get("text_space") != current["token"]:
-        return {}
+        return None
     if (previous.schema.metadata or {}).get(TEMPERATURE_KEY) != repr(float(temperature)).encode():
-        return {}
-    ids = previous["image_id"].to_pylist()
-    digests = previous["image_digest"].to_pylist()
-    return {key: row for row, key in enumerate(zip(ids, digests, strict=True))}
+        return None
+    return previous
 
 
 @dataset_asset(
@@ -250,15 +248,12 @@ def counterparts(
     ids = image_embeddings["image_id"].to_pylist()
     digests = row_digests(images)
     previous = previous_output(context)
-    reusable = reusable_rows(previous, text_space, temperature)
-    reuse = [(i, reusable[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in reusable]
-    todo = np.setdiff1d(np.arange(len(images)), np.array([i for i, _ in reuse], dtype=np.int64))
+    here, there, todo = matching_rows(ids, digests, reusable(previous, text_space, temperature))
     counterpart = np.empty_like(images)
     top_noun = np.empty(len(images), dtype=object)
     weight = np.empty(len(images), dtype=np.float32)
     similarity = np.empty(len(images), dtype=np.float32)
-    if reuse:
-        here, there = (np.array(side, dtype=np.int64) for side in zip(*reuse, strict=True))
+    if len(here):
         counterpart[here] = column_matrix(previous, "counterpart")[there]
         top_noun[here] = np.asarray(previous["top_noun"].to_pylist(), dtype=object)[there]
         weight[here] = previous["top_weight"].to_numpy()[there]
@@ -282,7 +277,7 @@ def counterparts(
         {
             "images": len(images),
             "computed": len(todo),
-            "reused": len(reuse),
+            "reused": len(here),
             "run_kind": kind,
             "text_space_size": len(nouns),
             "median_top_weight": float(np.median(weight)) if len(weight) else 0.0,
