@@ -91,18 +91,24 @@ State = dict[str, tuple[str, str | None]]
 IMAGES_PREFIX = "@images/"
 
 
-def image_state(drop: Path, entries: Sequence[tuple[str, int, int]] | None, contents=None) -> State:
+def image_state(
+    drop: Path, entries: Sequence[tuple[str, int, int]] | None, contents=None, own: pa.Table | None = None
+) -> State:
     """The drop's images: for a drop with its own ``embeddings.parquet`` each ``image_id`` and a digest of its
-    vector; otherwise each image file of the drop manifest's ``entries`` (its path) with its size and
-    modification time, and its sha256 from ``contents`` (``{path: sha256}``, the image table's) when given."""
+    vector (``own``: that file as already read, else it is read here); otherwise each image file of the drop
+    manifest's ``entries`` (its path) with its size and modification time, and its sha256 from ``contents``
+    (``{path: sha256}``, the image table's) when given."""
     from tac_pipeline.encoders.byo import BYO_EMBEDDINGS
     from tac_pipeline.encoders.images.discovery import IMAGE_EXTENSIONS, path_text
 
-    own = Path(drop) / BYO_EMBEDDINGS
-    if own.exists():
+    if (Path(drop) / BYO_EMBEDDINGS).exists():
         from tac_pipeline.common.tables import column_matrix, row_digests
 
-        table = read_parquet(own, columns=["image_id", "embedding"])
+        table = (
+            own
+            if own is not None
+            else read_parquet(Path(drop) / BYO_EMBEDDINGS, columns=["image_id", "embedding"])
+        )
         ids = [str(i) for i in table["image_id"].to_pylist()]
         return {i: (d, d) for i, d in zip(ids, row_digests(column_matrix(table, "embedding")), strict=True)}
     contents = contents or {}

@@ -16,25 +16,32 @@ from .vectors import faiss
 
 #: Neighbours searched for each image outside the fit's kNN graph.
 SEARCHED_NEIGHBOURS = 10
-#: Rows whose neighbour similarities are computed at once (about 100 MB of gathered 512-wide vectors at k = 50).
-_ROWS_PER_BLOCK = 1024
 
 
 def similar_pairs(x: np.ndarray, rows: np.ndarray, neighbours: np.ndarray, threshold: float):
     """The pairs (row, neighbour) of ``neighbours`` (positions into x, -1 for none) whose cosine similarity
-    is at least ``threshold``: (i, j) int64 arrays with i != j."""
+    is at least ``threshold``: (i, j) int64 arrays with i != j.
+
+    Each row's neighbours come by decreasing similarity, as every kNN search returns them
+    (:func:`~tac_pipeline.tac.vectors.knn_inner_product`, faiss): a row's list is read only until its first
+    neighbour below ``threshold``, so a graph of N rows costs about N products, not N x k.
+    """
+    x = np.asarray(x)
     rows = np.asarray(rows, dtype=np.int64)
-    neighbours = np.asarray(neighbours, dtype=np.int64)
+    neighbours = np.asarray(neighbours, dtype=np.int64).reshape(len(rows), -1)
     found_i, found_j = [], []
-    for start in range(0, len(rows), _ROWS_PER_BLOCK):  # blocks: N x k gathered vectors would not fit
-        block = neighbours[start : start + _ROWS_PER_BLOCK]
-        i = np.repeat(rows[start : start + _ROWS_PER_BLOCK], block.shape[1])
-        j = block.reshape(-1)
-        keep = (j >= 0) & (j != i)
-        i, j = i[keep], j[keep]
-        close = np.einsum("nd,nd->n", x[i], x[j]) >= threshold
-        found_i.append(i[close])
-        found_j.append(j[close])
+    active = np.arange(len(rows))  # positions into rows whose list may still hold a close neighbour
+    for column in range(neighbours.shape[1]):
+        if not len(active):
+            break
+        i, j = rows[active], neighbours[active, column]
+        present = j >= 0  # an empty place (-1: none, or an image gone since) is read past
+        close = np.zeros(len(active), dtype=bool)
+        close[present] = np.einsum("nd,nd->n", x[i[present]], x[j[present]]) >= threshold
+        own = j == i  # a list that holds its own row is read past it too
+        found_i.append(i[close & ~own])
+        found_j.append(j[close & ~own])
+        active = active[close | own | ~present]
     if not found_i:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     return np.concatenate(found_i), np.concatenate(found_j)

@@ -67,3 +67,25 @@ def test_empty_labels_count_as_missing_labels(tmp_path):
         label=["a", "", None],
     )
     assert read_byo_embeddings(path)["label"].to_pylist() == ["a", None, None]
+
+
+@pytest.mark.parametrize("stored", [pa.float32(), pa.float64(), pa.float16(), pa.int32()])
+def test_vectors_of_any_numeric_type_come_out_unit_length_float32_and_bad_rows_are_named(tmp_path, stored):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-50, 50, size=(40, 16)).astype(np.float64)
+    path = write(
+        tmp_path / "embeddings.parquet", image_id=ids(40), embedding=pa.array(x.tolist(), pa.list_(stored))
+    )
+    table = read_byo_embeddings(path)
+    out = np.stack(table["embedding"].to_numpy(zero_copy_only=False))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, x / np.linalg.norm(x, axis=1, keepdims=True), rtol=0, atol=1e-6)
+    if pa.types.is_floating(stored):
+        x[[3, 7], 2] = [np.nan, np.inf]
+        bad = write(
+            tmp_path / "bad.parquet", image_id=ids(40), embedding=pa.array(x.tolist(), pa.list_(stored))
+        )
+        with pytest.raises(ByoEmbeddingsError, match=r"2 row\(s\) hold NaN or infinite values \(rows 3, 7\)"):
+            read_byo_embeddings(bad)

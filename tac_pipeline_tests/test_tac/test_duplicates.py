@@ -36,3 +36,28 @@ def test_a_knn_graph_already_computed_gives_the_same_groups():
     with_graph = find_duplicates(x, 0.95, graph_rows=rows, graph=graph)
     assert (with_graph == find_duplicates(x, 0.95)).all()
     assert (find_duplicates(x, 0.9999) >= 0).sum() == 3  # only the exact copies of image 3 and it
+
+
+def _every_pair_above(x, rows, neighbours, threshold):
+    """Every (row, neighbour) of the lists at least ``threshold`` similar, read to the end of each list."""
+    pairs = set()
+    for i, listed in zip(rows, neighbours, strict=True):
+        pairs |= {(int(i), int(j)) for j in listed if j >= 0 and j != i and x[i] @ x[j] >= threshold}
+    return pairs
+
+
+def test_reading_each_list_until_its_first_distant_neighbour_finds_every_close_pair():
+    from tac_pipeline.tac.duplicates import similar_pairs
+
+    rng = np.random.default_rng(3)
+    base = unit(rng.normal(size=(300, 32)))
+    # Clumps of 2 to 6 near copies, so that close neighbours fill several places of a list.
+    copies = [unit(base[k] + 0.03 * rng.normal(size=(int(rng.integers(1, 6)), 32))) for k in range(0, 60, 3)]
+    x = np.concatenate([base, *copies]).astype(np.float32)
+    rows = np.arange(len(x))
+    neighbours = knn_inner_product(x, 8, exclude_self=False)  # holds each row itself, usually first
+    neighbours[::7, 1] = -1  # and places emptied (images gone since the fit) inside the lists
+    for threshold in (0.9, 0.97, 0.995):
+        i, j = similar_pairs(x, rows, neighbours, threshold)
+        assert set(zip(i.tolist(), j.tolist(), strict=True)) == _every_pair_above(x, rows, neighbours, threshold)
+        assert (i != j).all()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from tac_pipeline.defs.resources.compute import ComputeDeviceResource, gpu_step_
 from tac_pipeline.defs.resources.data import TacDataResource
 from tac_pipeline.defs.resources.encoder import ClipEncoderResource
 from tac_pipeline.drops.manifest import drop_manifest
-from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings
+from tac_pipeline.encoders.byo import BYO_EMBEDDINGS, read_byo_embeddings, read_byo_file
 from tac_pipeline.encoders.images import DropListing, ImageRecord
 from tac_pipeline.encoders.incremental import ReusePlan, content_hashes, plan_reuse
 from tac_pipeline.encoders.wordnet import DEFAULT_VOCABULARY
@@ -340,18 +341,20 @@ def assemble_image_table(
 
 
 def record_drop_state(
-    context, tac_data: TacDataResource, drop: Path, table: pa.Table, manifest=None, digest=None
+    context, tac_data: TacDataResource, drop: Path, table: pa.Table, manifest=None, digest=None, own=None
 ) -> dict:
-    """Save the drop's images as this run sees them (``table`` gives each file's sha256), under the drop
-    digest, for the refit policy (:mod:`tac_pipeline.drops.refit`); keep only that state and the one the
-    latest fit was made from. Returns the metadata that names it (``drop_digest``)."""
+    """Save the drop's images as this run sees them (``table`` gives each file's sha256; ``own``: the drop's
+    own embeddings as read, :class:`OwnEmbeddings`), under the drop digest, for the refit policy
+    (:mod:`tac_pipeline.drops.refit`); keep only that state and the one the latest fit was made from. Returns
+    the metadata that names it (``drop_digest``)."""
     from tac_pipeline.drops.refit import forget_image_states, image_state, save_image_state, stored_fit
 
     key = context.partition_key
     manifest = manifest if manifest is not None else drop_manifest(drop, tac_data.roots)
     digest = digest or manifest.digest
     contents = dict(zip(table["path"].to_pylist(), table["content_hash"].to_pylist(), strict=True))
-    save_image_state(key, digest, image_state(drop, manifest.entries, contents), tac_data.root)
+    raw = own.raw if own is not None else None
+    save_image_state(key, digest, image_state(drop, manifest.entries, contents, raw), tac_data.root)
     fit = stored_fit(context.instance, key)
     forget_image_states(
         key, {digest} | ({fit.drop_digest} if fit and fit.drop_digest else set()), tac_data.root
@@ -359,16 +362,27 @@ def record_drop_state(
     return {"drop_digest": digest}
 
 
-def byo_table(drop: Path) -> tuple[pa.Table, dict] | None:
-    """A drop's own ``embeddings.parquet`` and its metadata, when it has one."""
+class OwnEmbeddings(NamedTuple):
+    """A drop's own ``embeddings.parquet``: in the ``image_embeddings`` schema, its metadata, and the file as
+    read (its raw vectors identify the images for the refit policy)."""
+
+    table: pa.Table
+    metadata: dict
+    raw: pa.Table
+
+
+def byo_table(drop: Path) -> OwnEmbeddings | None:
+    """A drop's own ``embeddings.parquet`` (read once), when it has one."""
     if not (drop / BYO_EMBEDDINGS).exists():
         return None
-    table = read_byo_embeddings(drop / BYO_EMBEDDINGS)
-    return table, {
+    raw = read_byo_file(drop / BYO_EMBEDDINGS)
+    table = read_byo_embeddings(drop / BYO_EMBEDDINGS, raw)
+    metadata = {
         "source": str(drop / BYO_EMBEDDINGS),
         "images": table.num_rows,
         "encoder": "none (bring your own)",
     }
+    return OwnEmbeddings(table, metadata, raw)
 
 
 def build_embedding_assets(
@@ -394,9 +408,11 @@ def build_embedding_assets(
         drop = tac_data.drop_dir(context.partition_key)
         own = byo_table(drop)
         if own is not None:
-            state = record_drop_state(context, tac_data, drop, own[0])
+            state = record_drop_state(context, tac_data, drop, own.table, own=own)
             return MaterializeResult(
-                value=own[0], metadata={**own[1], **state}, check_results=[embeddings_check(own[0])]
+                value=own.table,
+                metadata={**own.metadata, **state},
+                check_results=[embeddings_check(own.table)],
             )
 
         clip_encoder.require_identity(encoder_identity, "image_embeddings")

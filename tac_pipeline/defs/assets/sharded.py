@@ -288,8 +288,8 @@ def build_sharded_image_embeddings(encoder_identity: str, n_shards: int) -> Asse
     ) -> pa.Table:
         own = byo_table(plan.drop)
         if own is not None:
-            table, metadata = own
-            metadata = {**metadata, **record_drop_state(context, tac_data, plan.drop, table)}
+            table = own.table
+            metadata = {**own.metadata, **record_drop_state(context, tac_data, plan.drop, table, own=own)}
         else:
             previous = previous_embeddings(context, encoder_identity, plan.resize, "image_embeddings")
             report = skipped_files_report(context.partition_key, tac_data.root)
