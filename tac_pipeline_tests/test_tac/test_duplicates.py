@@ -59,5 +59,7 @@ def test_reading_each_list_until_its_first_distant_neighbour_finds_every_close_p
     neighbours[::7, 1] = -1  # and places emptied (images gone since the fit) inside the lists
     for threshold in (0.9, 0.97, 0.995):
         i, j = similar_pairs(x, rows, neighbours, threshold)
-        assert set(zip(i.tolist(), j.tolist(), strict=True)) == _every_pair_above(x, rows, neighbours, threshold)
+        assert set(zip(i.tolist(), j.tolist(), strict=True)) == _every_pair_above(
+            x, rows, neighbours, threshold
+        )
         assert (i != j).all()
