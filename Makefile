@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tac-installed
+EXPLORE_STAMP := $(VENV)/.tac-explore-installed
 DATASET ?=
 MODEL ?=
 PRETRAINED ?=
@@ -11,11 +12,13 @@ SOURCE ?=
 # Passed to recipes through the environment and quoted there ("$$DATASET"), never pasted into the shell
 # command line: a name holding quotes or ';' stays one plain argument.
 VERBOSE ?=
-export DATASET MODEL PRETRAINED SOURCE VERBOSE METHOD FORMAT TO
+export DATASET MODEL PRETRAINED SOURCE VERBOSE METHOD FORMAT TO APP_PORT
 PORT ?= 3000
+# The FiftyOne App of make explore.
+APP_PORT ?= 5151
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test lint demo cluster reproduce ui export
+.PHONY: install test lint demo cluster reproduce ui export explore
 
 install: $(STAMP)
 
@@ -25,7 +28,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+# The optional explore extra (FiftyOne, its database, umap-learn): make explore and the tests need it, the rest not.
+$(EXPLORE_STAMP): $(STAMP)
+	@echo "Installing the explore extra (FiftyOne, its database, umap-learn)..."
+	$(PY) -m pip install --quiet -e '.[explore]'
+	@touch $(EXPLORE_STAMP)
+
+test: $(STAMP) $(EXPLORE_STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -58,3 +67,9 @@ reproduce: $(STAMP) $(DAGSTER_HOME)
 ui: $(STAMP) $(DAGSTER_HOME)
 	$(PY) -m tac_pipeline.runs
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+# The clustered drop in the FiftyOne App on 127.0.0.1:$(APP_PORT) (docs/EXPLORE.md); installs the explore extra
+# (FiftyOne, its database, umap-learn) the first time.
+explore: $(EXPLORE_STAMP) $(DAGSTER_HOME)
+	@test -n "$$DATASET" || { echo "usage: make explore DATASET=<name> [APP_PORT=5151]"; exit 2; }
+	exec $(PY) -m tac_pipeline.cli explore "$$DATASET" --port "$$APP_PORT"

@@ -190,6 +190,16 @@ def use_dagster_home(home: Path) -> None:
     os.environ["DAGSTER_HOME"] = str(home)
 
 
+def use_fiftyone_database(database_dir: Path) -> None:
+    """Make FiftyOne keep its database in ``database_dir`` for this process and the ones it starts (its MongoDB
+    service reads its settings from the environment, not from the in-memory ``fiftyone.config``), without
+    checking the server's version (the bundled MongoDB 6.0 is the oldest FiftyOne supports) and without
+    usage tracking."""
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(database_dir)
+    os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+
+
 def _text(env: Mapping[str, str], name: str) -> str:
     return (env.get(name) or "").strip()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
 
 from tac_pipeline.cli.cluster import ClusterError, _instance, _stored_metrics, cluster
@@ -127,6 +128,42 @@ def export_command(dataset: str, config: TacConfig, method: str, fmt: str, to: s
     return 0
 
 
+def explore_command(dataset: str, config: TacConfig, port: int, app: bool = True) -> int:
+    """``make explore``: build or refresh the FiftyOne dataset of ``dataset`` from the store, then serve the
+    FiftyOne App on 127.0.0.1:``port`` until Ctrl-C (``app=False``: build only)."""
+    from tac_pipeline.explore.export import ExportError
+    from tac_pipeline.explore.fiftyone_dataset import ExploreError, launch_app, to_fiftyone
+
+    started = time.monotonic()
+    try:
+        with _instance() as instance:
+            ds = to_fiftyone(dataset, data_dir=config.data_dir, instance=instance)
+    except (ExploreError, ExportError, InvalidDatasetKeyError) as exc:
+        print(f"\nexplore failed: {exc}", file=sys.stderr)
+        return 2
+    info = ds.info.get("tac_pipeline", {})
+    print(
+        f"FiftyOne dataset '{ds.name}': {len(ds)} images, {len(info.get('views', {}))} saved views (one per "
+        f"cluster), map: {info.get('map') or 'none'}; built in {time.monotonic() - started:.1f} s."
+    )
+    from pathlib import Path
+
+    if not any(Path(p).is_file() for p in ds.limit(20).values("filepath")):
+        print(
+            "This drop brings its own embeddings (or its images moved): there are no image files, so the App "
+            "shows no thumbnails. Fields, filters, saved views and the map are all there."
+        )
+    if not app:
+        return 0
+    session = launch_app(ds, port)
+    print(f"\nFiftyOne App: http://127.0.0.1:{port}   (Ctrl-C stops it)", flush=True)
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tac_pipeline.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     exporting.add_argument("--format", default="folders", choices=["folders", "csv", "parquet"])
     exporting.add_argument("--to", default=None, help="an empty or new folder (default: data/exports/...)")
+    exploring = sub.add_parser("explore", help="open a clustered drop in the FiftyOne App")
+    exploring.add_argument("dataset", help="folder name under data/drops/")
+    exploring.add_argument(
+        "--port", type=int, default=5151, help="the App's port on 127.0.0.1 (default 5151)"
+    )
+    exploring.add_argument(
+        "--no-app", action="store_true", help="build or refresh the FiftyOne dataset only, serve no App"
+    )
     for name, help_text in (
         ("demo", "write the digits drop and cluster it"),
         ("cluster", "cluster one drop"),
@@ -180,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"\nconfiguration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "explore":
+        return explore_command(args.dataset, config, args.port, app=not args.no_app)
     if args.command == "export":
         return export_command(args.dataset, config, args.method, args.format, args.to)
     if args.command == "reproduce":

@@ -52,6 +52,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "image_digest": "Digest of the image's vector: a row whose vector and text space are unchanged is reused.",
         "top_noun": "The text-space noun the image retrieves most strongly.",
         "top_weight": "That noun's retrieval weight (softmax at the retrieval temperature).",
+        "top_nouns": "The image's most weighted text-space nouns (at most 3), strongest first: why it is where "
+        "it is.",
+        "top_weights": "Their retrieval weights, in the same order.",
         "noun_similarity": "The image's best cosine similarity to the text space's nouns (novelty's second signal).",
         "counterpart": f"The image's text counterpart: the retrieval-weighted sum of the nouns. {_EMBEDDING}",
     },

@@ -51,6 +51,19 @@ class Clustered:
     top_nouns: list[str | None]
     metrics: pa.Table | None
     fit: str | None
+    images: pa.Table  # image_embeddings, row-aligned with labels
+    counterparts: pa.Table  # counterparts, row-aligned with labels
+
+
+def method_names(clustered: Clustered) -> dict[str, list[str]]:
+    """Every method's cluster names (``{method: [name of cluster 0, ...]}``), from the members' top nouns as the
+    Dagster UI names them (:func:`~tac_pipeline.tac.naming.cluster_names`)."""
+    names = {}
+    for method, column in METHOD_COLUMNS.items():
+        clusters = clustered.labels[column].to_numpy()
+        k = int(max(clusters.max(initial=-1) + 1, _recorded_k(clustered.labels)))
+        names[method] = cluster_names(clusters, clustered.top_nouns, k)
+    return names
 
 
 def read_clustered(instance, dataset: str, data_dir=None) -> Clustered:
@@ -81,7 +94,7 @@ def read_clustered(instance, dataset: str, data_dir=None) -> Clustered:
     )
     fitted = latest_materialization(instance, "cluster_labels", dataset)
     fit = fitted.value("labels_from") if fitted is not None else None
-    return Clustered(dataset, labels, files, parts["top_noun"].to_pylist(), metrics, fit)
+    return Clustered(dataset, labels, files, parts["top_noun"].to_pylist(), metrics, fit, images, parts)
 
 
 def folder_name(cluster: int, name: str) -> str:
@@ -119,8 +132,8 @@ def export(clustered: Clustered, target: Path, *, method: str = DEFAULT_METHOD, 
     labels = clustered.labels
     column = METHOD_COLUMNS[method]
     clusters = labels[column].to_numpy()
-    k = int(max(clusters.max(initial=-1) + 1, _recorded_k(labels)))
-    names = cluster_names(clusters, clustered.top_nouns, k)
+    names = method_names(clustered)[method]
+    k = len(names)
     sizes = np.bincount(clusters, minlength=k)
     ids = labels["image_id"].to_pylist()
     links = {"hard": 0, "symbolic": 0, "missing": 0}

@@ -91,6 +91,11 @@ def exports_dir(data_dir: PathLike | None = None) -> Path:
     return data_root(data_dir) / "exports"
 
 
+def fiftyone_dir(data_dir: PathLike | None = None) -> Path:
+    """``<data root>/fiftyone``: the FiftyOne database of ``make explore``'s datasets."""
+    return data_root(data_dir) / "fiftyone"
+
+
 def image_state_path(dataset: str, drop_digest: str, data_dir: PathLike | None = None) -> Path:
     """The drop's images as one run saw them (key -> fingerprint), for the refit policy: one file per drop
     digest, so an assign never overwrites the state its fit was made from."""

@@ -33,7 +33,8 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
         seed, device, backend: as in :func:`~tac_pipeline.tac.vectors.spherical_kmeans`.
 
     Fitted attributes: ``cluster_centers_`` (k, d) float32, L2-normalised; ``labels_`` (N,) int64, the nearest
-    centre of every fitted row; ``n_features_in_``.
+    centre of every fitted row; ``n_iter_`` (n_restarts,) int64, the Lloyd iterations each restart ran (it
+    stops at its fixed point, at most ``n_iter``); ``n_features_in_``.
     """
 
     def __init__(
@@ -56,7 +57,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
     def fit(self, x: ArrayLike, y=None) -> SphericalKMeans:
         """Fit on (N, d) rows; ``y`` is ignored (scikit-learn's signature)."""
         rows = to_numpy(validate_embeddings(x, "k-means input"))
-        centers, _ = spherical_kmeans(
+        centers, _, self.n_iter_ = spherical_kmeans(
             rows,
             self.n_clusters,
             n_iter=self.n_iter,
@@ -64,6 +65,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
             seed=self.seed,
             device=self.device,
             backend=self.backend,
+            return_n_iter=True,
         )
         self.cluster_centers_ = centers
         self.n_features_in_ = rows.shape[1]

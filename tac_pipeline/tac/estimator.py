@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+
+# torch.optim.Adam imports torch._dynamo (about 900 modules, 1 s on 2 cores) the first time one is built, and
+# no Adam option avoids it: importing it with the estimator keeps it out of every fit's time (the pipeline's
+# step processes preload it, defs/executors/local.py). Prediction alone (heads.py) does not pay it.
+import torch._dynamo  # noqa: F401
 from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
@@ -67,11 +73,14 @@ class TAC(ClusterMixin, BaseEstimator):
 
     Fitted attributes: ``n_clusters_`` (K used), ``n_clusters_scores_`` ({K: silhouette} of every K tried, or
     None when K was given), ``k_sweep_`` (:class:`~tac_pipeline.tac.choose_k.KSweep` or None), ``labels_`` (N,) the image head's cluster of every fitting image, ``device_``, ``n_features_in_``, ``n_centers_``, ``centers_`` (k_c, d),
-    ``center_labels_`` (N,), ``text_space_`` (:class:`TextSpace`), ``text_embeddings_`` (M, d),
+    ``center_labels_`` (N,), ``center_n_iter_`` (kmeans_restarts,) the Lloyd iterations of each restart of
+    the centres' k-means (it stops at its fixed point), ``text_space_`` (:class:`TextSpace`), ``text_embeddings_`` (M, d),
     ``counterparts_`` (N, d), ``top_nouns_`` (N,) index into the text space of each image's
     nearest noun, ``n_neighbors_``, ``knn_image_`` / ``knn_text_`` (N, n_neighbors_),
     ``training_config_``, ``image_head_``, ``text_head_``, ``history_`` (:class:`TrainingHistory`),
-    ``novelty_`` (:class:`~tac_pipeline.tac.novelty.NoveltyRule` from the fitting images); after
+    ``novelty_`` (:class:`~tac_pipeline.tac.novelty.NoveltyRule` from the fitting images), ``stage_seconds_``
+    (the seconds of each stage of the fit: ``centers``, ``nouns``, ``counterparts``, ``choose_k``, ``knn``,
+    ``heads``, ``novelty``); after
     :meth:`fit_baseline`, ``baseline_`` (a fitted :class:`~tac_pipeline.tac.baselines.SphericalKMeans` on
     ``[v, counterpart(v)]``).
 
@@ -192,7 +201,8 @@ class TAC(ClusterMixin, BaseEstimator):
             if params.n_centers is None
             else min(params.n_centers, n)
         )
-        self.centers_, self.center_labels_ = spherical_kmeans(
+        stage = _StageClock()
+        self.centers_, self.center_labels_, self.center_n_iter_ = spherical_kmeans(
             images,
             self.n_centers_,
             n_iter=params.kmeans_iter,
@@ -200,12 +210,17 @@ class TAC(ClusterMixin, BaseEstimator):
             seed=params.seed,
             device=dev,
             backend=self.backend,
+            return_n_iter=True,
         )
+        stage("centers")
         self.text_space_: TextSpace = select_text_space(nouns, self.centers_, params.gamma, device=dev)
         self.text_embeddings_ = nouns[self.text_space_.noun_indices]
-        self.counterparts_, self.top_nouns_, _ = retrieve_counterparts(
-            images, self.text_embeddings_, params.retrieval_temperature, device=dev, return_top=True
+        stage("nouns")
+        self.counterparts_, top, _ = retrieve_counterparts(
+            images, self.text_embeddings_, params.retrieval_temperature, device=dev, return_top=1
         )
+        self.top_nouns_ = top[:, 0]
+        stage("counterparts")
 
         # K: given, or chosen from the counterparts (nothing above depends on K except the centre count).
         self.k_sweep_: KSweep | None = (
@@ -213,6 +228,7 @@ class TAC(ClusterMixin, BaseEstimator):
         )
         self.n_clusters_ = self.k_sweep_.chosen if auto else int(self.n_clusters)
         self.n_clusters_scores_ = self.k_sweep_.as_dict() if auto else None
+        stage("choose_k")
 
         self.n_neighbors_ = params.n_neighbors
         if params.n_neighbors >= n:
@@ -225,6 +241,7 @@ class TAC(ClusterMixin, BaseEstimator):
         self.knn_text_ = knn_inner_product(
             self.counterparts_, self.n_neighbors_, device=dev, backend=self.backend
         )
+        stage("knn")
 
         self.training_config_ = HeadTrainingConfig.for_clusters(
             self.n_clusters_,
@@ -249,6 +266,7 @@ class TAC(ClusterMixin, BaseEstimator):
             device=dev,
             callback=callback,
         )
+        stage("heads")
         confidence = predict_proba(self.image_head_, images)
         self.labels_ = confidence.argmax(axis=1).astype(np.int64)
         self.novelty_ = NoveltyRule.fit(
@@ -256,6 +274,8 @@ class TAC(ClusterMixin, BaseEstimator):
             best_similarity(images, self.text_embeddings_, device=dev),
             NOVELTY_QUANTILE,
         )
+        stage("novelty")
+        self.stage_seconds_ = stage.seconds
         return self
 
     def fit_predict(self, image_embeddings: ArrayLike, noun_embeddings: ArrayLike, **kwargs) -> np.ndarray:
@@ -341,3 +361,17 @@ class TAC(ClusterMixin, BaseEstimator):
     def fit_predict_baseline(self, x: ArrayLike) -> np.ndarray:
         """:meth:`fit_baseline` on x, then its labels: (N,) int64."""
         return self.fit_baseline(x).baseline_.labels_
+
+
+class _StageClock:
+    """Seconds between successive calls, by stage name: ``clock("centers")`` ends the stage begun at the
+    previous call (or at creation)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 4)
+        self._last = now

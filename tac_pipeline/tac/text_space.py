@@ -144,7 +144,7 @@ def retrieve_counterparts(
     *,
     device: DeviceLike = None,
     block_size: int | None = None,
-    return_top: bool = False,
+    return_top: int = 0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Soft-retrieve each image's text counterpart from the text space (spec §5).
 
@@ -155,11 +155,13 @@ def retrieve_counterparts(
         image_embeddings: (N, d).  text_embeddings: (M, d), the text space's nouns.
         temperature: retrieval temperature (spec: 0.005, nearly hard).
         block_size: images per block; None sizes blocks to about 256 MiB of weights.
-        return_top: also return the hard nearest noun of each image, for display.
+        return_top: also return each image's ``return_top`` most weighted nouns (at most M), for display: why
+            an image is where it is.
 
     Returns:
         counterparts (N, d) float32 numpy, L2-normalised; with ``return_top`` also
-        top_noun (N,) int64 (row into ``text_embeddings``) and top_weight (N,) float32.
+        top_nouns (N, return_top) int64 (rows into ``text_embeddings``) and top_weights (N, return_top)
+        float32, by decreasing weight.
     """
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"retrieval temperature must be finite and > 0, got {temperature}")
@@ -170,14 +172,16 @@ def retrieve_counterparts(
         raise ValueError(f"image width {images.shape[1]} differs from text width {texts.shape[1]}")
     n = images.shape[0]
     out = torch.empty_like(images)
-    top_noun = torch.empty(n, dtype=torch.int64, device=dev)
-    top_weight = torch.empty(n, dtype=torch.float32, device=dev)
+    shown = min(int(return_top), texts.shape[0])
+    top_noun = torch.empty((n, shown), dtype=torch.int64, device=dev)
+    top_weight = torch.empty((n, shown), dtype=torch.float32, device=dev)
     rows = _rows_per_block(texts.shape[0], block_size)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         weights = torch.softmax(images[start:stop] @ texts.T / temperature, dim=1)
         out[start:stop] = torch.nn.functional.normalize(weights @ texts, dim=1)
-        top_weight[start:stop], top_noun[start:stop] = weights.max(dim=1)
+        if shown:
+            top_weight[start:stop], top_noun[start:stop] = weights.topk(shown, dim=1)
     counterparts = out.cpu().numpy()
     if not np.isfinite(counterparts).all():
         raise ValueError(

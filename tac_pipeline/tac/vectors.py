@@ -95,22 +95,33 @@ def _normalise(c: torch.Tensor) -> torch.Tensor:
 
 
 def _torch_lloyd(
-    x: torch.Tensor, n_clusters: int, n_iter: int, n_restarts: int, seed: int, rows: int
-) -> torch.Tensor:
-    """Best-of-restarts spherical Lloyd on x's device; returns trained centres (k, d).
+    x: torch.Tensor,
+    n_clusters: int,
+    n_iter: int,
+    n_restarts: int,
+    seed: int,
+    rows: int,
+    *,
+    stop_early: bool = True,
+) -> tuple[torch.Tensor, list[int]]:
+    """Best-of-restarts spherical Lloyd on x's device: the trained centres (k, d) and the iterations each
+    restart ran.
 
-    Host synchronisation once per iteration (convergence test) is fine here: k-means runs a few
-    hundred iterations in total, unlike the head training loop.
+    A restart stops at its fixed point: once an iteration leaves every assignment as the previous one did (and
+    no centre is empty), its centres are the means of the same members again, so each further iteration up to
+    ``n_iter`` would return exactly the same centres. ``stop_early=False`` runs all ``n_iter`` (the tests
+    compare the two). Host synchronisation once per iteration (the convergence test) is fine here: k-means
+    runs a few hundred iterations in total, unlike the head training loop.
     """
     n = x.shape[0]
     gen = torch.Generator(device=x.device)
-    best_centers, best_obj = None, -math.inf
+    best_centers, best_obj, iterations = None, -math.inf, []
     for restart in range(n_restarts):
         gen.manual_seed(seed + restart)
         # Random distinct points as initial centres, like faiss's default initialisation.
         centers = x[torch.randperm(n, generator=gen, device=x.device)[:n_clusters]].clone()
-        previous = None
-        for _ in range(n_iter):
+        previous, done = None, 0
+        for done in range(1, n_iter + 1):  # noqa: B007 - the count is the result
             labels, sim = _assign(x, centers, rows)
             sums, counts = _member_means(x, labels, n_clusters)
             empty = counts == 0
@@ -119,16 +130,21 @@ def _torch_lloyd(
                 # Re-seed empty clusters with the points their current centre serves worst, so
                 # every centre keeps a direction (faiss instead splits the largest clusters).
                 sums[empty] = x[torch.topk(sim, n_empty, largest=False).indices]
-            elif previous is not None and torch.equal(labels, previous):
+            elif stop_early and previous is not None and torch.equal(labels, previous):
                 break  # assignments stable -> centres are a fixed point; more iterations change nothing
             centers = _normalise(sums)
             previous = labels
+        iterations.append(done)
         _, sim = _assign(x, centers, rows)
         objective = float(sim.double().sum())
         if objective > best_obj:
             best_obj, best_centers = objective, centers
     assert best_centers is not None
-    return best_centers
+    return best_centers, iterations
+
+
+#: faiss's seed step between restarts (``Clustering::train``): restart r starts from seed + 1 + r * this.
+_FAISS_REDO_STEP = 15486557
 
 
 def _faiss_kmeans(
@@ -139,26 +155,45 @@ def _faiss_kmeans(
     seed: int,
     use_gpu: bool,
     max_points_per_centroid: int | None,
-) -> np.ndarray:
+    *,
+    stop_early: bool = True,
+) -> tuple[np.ndarray, list[int]]:
+    """Best-of-restarts spherical k-means with faiss: the trained centres (k, d) and the iterations each
+    restart ran.
+
+    faiss stops a restart when an iteration leaves the objective exactly unchanged (``early_stop_threshold``
+    0, its default); ``stop_early=False`` runs all ``n_iter``. The restarts run one at a time with the seeds
+    faiss's own ``nredo`` loop gives them, and the best objective wins as there (the first on a tie), so the
+    centres are those of ``nredo=n_restarts``; run separately, each restart's iteration count is known.
+    """
     n, d = x.shape
     if max_points_per_centroid is None:
         # faiss subsamples to 256 points per centre by default; the spec clusters every image.
         max_points_per_centroid = -(-n // n_clusters) + 1
-    km = faiss.Kmeans(
-        d,
-        n_clusters,
-        niter=n_iter,
-        nredo=n_restarts,
-        spherical=True,
-        seed=seed,
-        verbose=False,
-        gpu=bool(use_gpu),
-        # Only silences faiss's "please provide at least 39*k points" warning; no effect on the result.
-        min_points_per_centroid=1,
-        max_points_per_centroid=int(max_points_per_centroid),
-    )
-    km.train(x)
-    return np.asarray(km.centroids, dtype=np.float32)
+    best, best_obj, iterations = None, -math.inf, []
+    for restart in range(n_restarts):
+        km = faiss.Kmeans(
+            d,
+            n_clusters,
+            niter=n_iter,
+            nredo=1,
+            spherical=True,
+            seed=seed + restart * _FAISS_REDO_STEP,
+            verbose=False,
+            gpu=bool(use_gpu),
+            # Only silences faiss's "please provide at least 39*k points" warning; no effect on the result.
+            min_points_per_centroid=1,
+            max_points_per_centroid=int(max_points_per_centroid),
+            # A relative change of the objective <= this ends a restart; -1 never does.
+            early_stop_threshold=0.0 if stop_early else -1.0,
+        )
+        km.train(x)
+        iterations.append(len(km.iteration_stats))
+        objective = float(km.obj[-1])
+        if objective > best_obj:
+            best_obj, best = objective, np.asarray(km.centroids, dtype=np.float32)
+    assert best is not None
+    return best, iterations
 
 
 def spherical_kmeans(
@@ -172,13 +207,16 @@ def spherical_kmeans(
     backend: Backend = "auto",
     max_points_per_centroid: int | None = None,
     block_size: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_n_iter: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spherical k-means (cosine) on the rows of x, best of ``n_restarts`` by total similarity.
 
     Args:
         x: (N, d) embeddings (normalised here; non-finite or zero rows raise ValueError).
         n_clusters: k, 1 <= k <= N.
-        n_iter: Lloyd iterations per restart (spec: 300).
+        n_iter: Lloyd iterations per restart at most (spec: 300). A restart stops at its fixed point, where
+            the remaining iterations could not move a centre: the torch backend when no assignment changed,
+            faiss when the objective did not change.
         n_restarts: independent initialisations, the best objective is kept (spec: 10 for the
             semantic centres, 20 for the training-free baseline).
         seed: fixes the initialisations; deterministic on CPU.
@@ -187,12 +225,14 @@ def spherical_kmeans(
         max_points_per_centroid: faiss backend only; None uses every point (faiss's own default
             would subsample to 256 per centre, as the original scripts did implicitly).
         block_size: rows per similarity block for the torch backend; None sizes it automatically.
+        return_n_iter: also return the iterations each restart ran, as scikit-learn's ``k_means`` does.
 
     Returns:
         centers: (k, d) float32 numpy, each the L2-normalised mean of its members (spec §3),
             recomputed from the final assignments; a centre left without members keeps its
             trained direction.
         assignments: (N,) int64 numpy, index of each row's most similar trained centre.
+        n_iter: with ``return_n_iter``, (n_restarts,) int64 numpy, the iterations of each restart.
     """
     if not isinstance(n_clusters, int | np.integer) or n_clusters < 1:
         raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
@@ -206,7 +246,7 @@ def spherical_kmeans(
     rows = _rows_per_block(n_clusters, block_size)
 
     if _pick_backend(backend, dev) == "faiss":
-        trained = _faiss_kmeans(
+        trained, iterations = _faiss_kmeans(
             xt.cpu().numpy(),
             int(n_clusters),
             n_iter,
@@ -217,13 +257,14 @@ def spherical_kmeans(
         )
         trained_t = _normalise(torch.from_numpy(trained).to(dev))
     else:
-        trained_t = _torch_lloyd(xt, int(n_clusters), n_iter, n_restarts, seed, rows)
+        trained_t, iterations = _torch_lloyd(xt, int(n_clusters), n_iter, n_restarts, seed, rows)
 
     labels, _ = _assign(xt, trained_t, rows)
     sums, counts = _member_means(xt, labels, int(n_clusters))
     # Spec §3: centre = mean of its members, then normalised. Empty ones keep the trained centre.
     centers = torch.where((counts > 0).unsqueeze(1), _normalise(sums), trained_t)
-    return centers.cpu().numpy().astype(np.float32), labels.cpu().numpy().astype(np.int64)
+    result = centers.cpu().numpy().astype(np.float32), labels.cpu().numpy().astype(np.int64)
+    return (*result, np.asarray(iterations, dtype=np.int64)) if return_n_iter else result
 
 
 def assign_to_centers(

@@ -169,3 +169,32 @@ def test_duplicate_images(data):
     m = TAC(3, device="cpu", n_neighbors=10, **FAST).fit(dup, nouns)
     assert not (m.knn_image_ == np.arange(140)[:, None]).any()
     assert not (m.knn_text_ == np.arange(140)[:, None]).any()
+
+
+def test_a_fit_imports_nothing_and_times_its_stages(tmp_path):
+    """Everything a fit needs is imported with the estimator: a module first imported inside ``fit`` (as
+    ``torch.optim.Adam`` imports ``torch._dynamo``, a second on two cores) would land in every fit's time."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "from tac_pipeline.tac import TAC\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, nouns = rng.normal(size=(300, 16)), rng.normal(size=(80, 16))\n"
+        "print('FIT START', file=sys.stderr, flush=True)\n"
+        "model = TAC(n_clusters=3, epochs=1, device='cpu').fit(x, nouns)\n"
+        "print('FIT END', file=sys.stderr, flush=True)\n"
+        "print(sorted(model.stage_seconds_), len(model.center_n_iter_))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    during = done.stderr.split("FIT START", 1)[1].split("FIT END", 1)[0]
+    assert "import time:" not in during, during[:3000]
+    assert done.stdout.strip() == (
+        "['centers', 'choose_k', 'counterparts', 'heads', 'knn', 'nouns', 'novelty'] 10"
+    )

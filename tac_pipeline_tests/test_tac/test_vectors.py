@@ -112,6 +112,34 @@ class TestSphericalKmeans:
         assert labels.min() >= 0 and labels.max() < 5
         assert len(set(labels)) == 3
 
+    def test_a_restart_stopped_at_its_fixed_point_ends_where_the_capped_run_ends(self):
+        from tac_pipeline.tac.vectors import _faiss_kmeans, _rows_per_block, _torch_lloyd
+
+        # Overlapping blobs, so restarts need several iterations and land in different optima.
+        x, _ = blobs(n_per=200, n_blobs=8, dim=24, spread=0.6, seed=5)
+        xt = torch.from_numpy(x)
+        rows = _rows_per_block(8, None)
+        stopped, iterations = _torch_lloyd(xt, 8, 300, 4, 7, rows)
+        capped, all_of_them = _torch_lloyd(xt, 8, 300, 4, 7, rows, stop_early=False)
+        assert torch.equal(stopped, capped)  # the same centres, bit for bit
+        assert all_of_them == [300] * 4 and all(2 < i < 300 for i in iterations), iterations
+        _, _, n_iter = spherical_kmeans(
+            x, 8, n_iter=300, n_restarts=4, seed=7, backend="torch", return_n_iter=True
+        )
+        assert n_iter.tolist() == iterations
+        # faiss: the same, and its restarts run one by one give exactly faiss's own nredo loop.
+        stopped, iterations = _faiss_kmeans(x, 8, 300, 4, 7, False, None)
+        capped, all_of_them = _faiss_kmeans(x, 8, 300, 4, 7, False, None, stop_early=False)
+        np.testing.assert_array_equal(stopped, capped)
+        assert all_of_them == [300] * 4 and all(2 < i < 300 for i in iterations), iterations
+        import faiss
+
+        one_call = faiss.Kmeans(
+            24, 8, niter=300, nredo=4, spherical=True, seed=7, max_points_per_centroid=201
+        )
+        one_call.train(x)
+        np.testing.assert_array_equal(stopped, one_call.centroids)
+
     def test_more_centres_than_points(self, rng):
         with pytest.raises(ValueError, match="more centres than points"):
             spherical_kmeans(unit_rows(rng.standard_normal((4, 3))), 5)

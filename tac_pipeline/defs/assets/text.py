@@ -1,6 +1,7 @@
 """Text stage: ``semantic_centers`` → ``text_space`` → ``counterparts`` (docs/METHOD.md §3–§5)."""
 
 import dataclasses
+import time
 from collections import Counter
 
 import numpy as np
@@ -71,14 +72,17 @@ def semantic_centers(
     if n_centers > len(fit):
         raise ValueError(f"n_centers={n_centers} exceeds the {len(fit)} fitting images; lower it")
     with compute_device.acquire(context.log) as device:
-        centers, assignment = tac.spherical_kmeans(
+        started = time.perf_counter()
+        centers, assignment, iterations = tac.spherical_kmeans(
             embeddings(image_embeddings)[fit],
             n_centers,
             n_iter=params.kmeans_iter,
             n_restarts=params.kmeans_restarts,
             seed=run.seed,
             device=device,
+            return_n_iter=True,
         )
+        seconds = time.perf_counter() - started
     sizes = np.bincount(assignment, minlength=n_centers)
     if n_centers == rule_count:
         ratio, per = len(fit) / rule_k, IMAGES_PER_CENTER
@@ -103,6 +107,9 @@ def semantic_centers(
             "size_max": int(sizes.max()),
             "empty_centers": int((sizes == 0).sum()),
             "center_sizes": MetadataValue.json([int(s) for s in sizes]),
+            # Each restart stops at its fixed point (assignments unchanged), at most kmeans_iter iterations.
+            "kmeans_iterations": MetadataValue.json([int(i) for i in iterations]),
+            "kmeans_seconds": round(seconds, 3),
             **run.settings_metadata("n_centers", "kmeans_iter", "kmeans_restarts", n_centers=n_centers),
             **figures.publish_figure(
                 figures.center_sizes_figure(sizes),
@@ -203,6 +210,8 @@ def _nouns_by_center_markdown(table: pa.Table, max_centers: int = 40) -> str:
     return "\n".join(lines)
 
 
+#: Nouns kept per image in ``counterparts`` (``top_nouns``, ``top_weights``): why an image is where it is.
+SHOWN_NOUNS = 3
 #: Schema metadata of ``counterparts``: the retrieval temperature its rows were computed with.
 TEMPERATURE_KEY = b"tac_pipeline.retrieval_temperature"
 
@@ -210,7 +219,7 @@ TEMPERATURE_KEY = b"tac_pipeline.retrieval_temperature"
 def reusable(previous: pa.Table | None, text_space: pa.Table, temperature: float) -> pa.Table | None:
     """The previous ``counterparts`` when its rows are still exact: computed from this very text space (its
     lineage token) at this temperature; else None."""
-    if previous is None:
+    if previous is None or "top_nouns" not in previous.column_names:
         return None
     built_from = (lineage(previous) or {}).get("from", {})
     current = lineage(text_space)
@@ -250,20 +259,21 @@ def counterparts(
     previous = previous_output(context)
     here, there, todo = matching_rows(ids, digests, reusable(previous, text_space, temperature))
     counterpart = np.empty_like(images)
-    top_noun = np.empty(len(images), dtype=object)
-    weight = np.empty(len(images), dtype=np.float32)
+    shown = min(SHOWN_NOUNS, len(nouns))
+    top_nouns = np.empty((len(images), shown), dtype=object)
+    top_weights = np.empty((len(images), shown), dtype=np.float32)
     similarity = np.empty(len(images), dtype=np.float32)
     if len(here):
         counterpart[here] = column_matrix(previous, "counterpart")[there]
-        top_noun[here] = np.asarray(previous["top_noun"].to_pylist(), dtype=object)[there]
-        weight[here] = previous["top_weight"].to_numpy()[there]
+        top_nouns[here] = column_matrix(previous, "top_nouns", dtype=object)[there]
+        top_weights[here] = column_matrix(previous, "top_weights")[there]
         similarity[here] = previous["noun_similarity"].to_numpy()[there]
     with compute_device.acquire(context.log) as device:
         if len(todo):
-            counterpart[todo], top, weight[todo] = tac.retrieve_counterparts(
-                images[todo], nouns, temperature=temperature, device=device, return_top=True
+            counterpart[todo], top, top_weights[todo] = tac.retrieve_counterparts(
+                images[todo], nouns, temperature=temperature, device=device, return_top=shown
             )
-            top_noun[todo] = np.asarray(text_space["noun"].to_pylist(), dtype=object)[top]
+            top_nouns[todo] = np.asarray(text_space["noun"].to_pylist(), dtype=object)[top]
             similarity[todo] = tac.best_similarity(images[todo], nouns, device=device)
         choice = {}
         if kind == FIT and run.auto:  # K is chosen here, on the fitting images, and travels with this table
@@ -272,6 +282,7 @@ def counterparts(
             )
     if kind == ASSIGN:
         run = _fitted_k(run, previous, context.partition_key)
+    top_noun, weight = top_nouns[:, 0], top_weights[:, 0]
     most_retrieved = Counter(top_noun.tolist()).most_common(20)
     context.add_output_metadata(
         {
@@ -295,6 +306,8 @@ def counterparts(
             "image_digest": pa.array(digests, type=pa.string()),
             "top_noun": pa.array(top_noun.tolist(), type=pa.string()),
             "top_weight": pa.array(weight, type=pa.float32()),
+            "top_nouns": pa.array(top_nouns.tolist(), type=pa.list_(pa.string())),
+            "top_weights": pa.FixedSizeListArray.from_arrays(pa.array(top_weights.reshape(-1)), shown),
             "noun_similarity": pa.array(similarity, type=pa.float32()),
             "counterpart": embedding_array(counterpart),
         }

@@ -341,6 +341,9 @@ def _fit_baselines_and_novelty(run, image_head, image_embeddings, counterparts, 
     }
     metadata = {
         "baselines_fitted_on": split_name,
+        # Lloyd iterations per restart: each stops at its fixed point, at most kmeans_iter.
+        "kmeans_baseline_iterations": MetadataValue.json(kmeans.n_iter_.tolist()),
+        "no_train_iterations": MetadataValue.json(no_train.n_iter_.tolist()),
         "novelty_thresholds": MetadataValue.json({k: round(v, 6) for k, v in novelty.as_dict().items()}),
     }
     return extra, metadata

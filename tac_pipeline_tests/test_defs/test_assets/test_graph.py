@@ -90,9 +90,15 @@ def test_all_nine_assets_materialize_with_their_schemas(toy):
 
     parts = read_output(data_dir, "counterparts", "toy")
     assert parts.column_names == [
-        "image_id", "split", "image_digest", "top_noun", "top_weight", "noun_similarity", "counterpart",
+        "image_id", "split", "image_digest", "top_noun", "top_weight", "top_nouns", "top_weights",
+        "noun_similarity", "counterpart",
     ]  # fmt: skip
     assert parts.num_rows == count and unit_norm(column_matrix(parts, "counterpart"))
+    # The three most weighted nouns, strongest first; the first is top_noun.
+    top_nouns, top_weights = parts["top_nouns"].to_pylist(), column_matrix(parts, "top_weights")
+    assert [n[0] for n in top_nouns] == parts["top_noun"].to_pylist() and top_weights.shape == (count, 3)
+    assert (np.diff(top_weights, axis=1) <= 0).all() and (top_weights.sum(axis=1) <= 1 + 1e-5).all()
+    np.testing.assert_allclose(top_weights[:, 0], parts["top_weight"].to_numpy())
     similarity = parts["noun_similarity"].to_numpy()
     assert ((similarity >= -1 - 1e-5) & (similarity <= 1 + 1e-5)).all()
 
