@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from tac_pipeline_tests.conftest import write_toy_drop
 from tac_pipeline_tests.test_defs.test_assets.helpers import byo_embeddings, byo_nouns
@@ -33,18 +32,6 @@ from tac_pipeline_tests.test_ui.test_browser import (
 
 APP_START_S = 180
 STEP_MS = 90_000
-
-
-@pytest.fixture(scope="module")
-def explore_extra():
-    from tac_pipeline.explore.fiftyone_dataset import ExploreError, require_fiftyone
-
-    try:
-        require_fiftyone()
-    except ExploreError as exc:
-        if os.environ.get("TAC_REQUIRE_EXPLORE"):
-            pytest.fail(f"TAC_REQUIRE_EXPLORE is set but FiftyOne does not import ({exc})")
-        pytest.skip(f"FiftyOne is not installed ({exc}): pip install -e '.[explore]'")
 
 
 def _command(*args: str, env: dict, log: Path | None = None, **kwargs):

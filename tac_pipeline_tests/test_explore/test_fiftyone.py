@@ -1,13 +1,11 @@
 """The FiftyOne dataset of a clustered drop: one sample per image with the stored values, a map, a saved view
 per cluster, and a refresh in place after a re-clustering.
 
-Needs the ``explore`` extra (``pip install -e '.[explore]'``, part of ``.[dev]``); skipped with the reason
+Needs the ``explore`` extra (``pip install -e '.[explore]'``, which ``make test`` installs); skipped with the reason
 without it, unless ``TAC_REQUIRE_EXPLORE`` is set (CI), where that is a failure.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -26,16 +24,8 @@ from tac_pipeline_tests.test_defs.test_assets.helpers import (
 
 
 @pytest.fixture(scope="module")
-def fiftyone_root(tmp_path_factory):
+def fiftyone_root(explore_extra, tmp_path_factory):
     """One data folder for the module: a process connects to one FiftyOne database."""
-    from tac_pipeline.explore.fiftyone_dataset import ExploreError, require_fiftyone
-
-    try:
-        require_fiftyone()
-    except ExploreError as exc:
-        if os.environ.get("TAC_REQUIRE_EXPLORE"):
-            pytest.fail(f"TAC_REQUIRE_EXPLORE is set but FiftyOne does not import ({exc})")
-        pytest.skip(f"FiftyOne is not installed ({exc}): pip install -e '.[explore]'")
     return tmp_path_factory.mktemp("explore")
 
 
