@@ -29,9 +29,21 @@ def _as_float32_tensor(x: ArrayLike) -> torch.Tensor:
 
 
 def _nonfinite_and_norms(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of a 2-D tensor, on its device: (has a NaN or inf, L2 norm with those values counted as 0)."""
-    nonfinite = (~torch.isfinite(t)).any(dim=1)
-    norms = torch.linalg.vector_norm(torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0), dim=1)
+    """Per row of a 2-D tensor, on its device: (has a NaN or inf, L2 norm with those values counted as 0).
+
+    One pass over the matrix for the usual case: a row whose norm is finite holds only finite values (a NaN
+    or an infinity makes its norm NaN or infinite), so only rows whose norm is not finite -- a bad value, or
+    values so large that their squares overflow -- are looked at again, value by value.
+    """
+    norms = torch.linalg.vector_norm(t, dim=1)
+    suspect = ~torch.isfinite(norms)
+    nonfinite = torch.zeros_like(suspect)
+    if bool(suspect.any()):
+        rows = t[suspect]
+        nonfinite[suspect] = (~torch.isfinite(rows)).any(dim=1)
+        norms[suspect] = torch.linalg.vector_norm(
+            torch.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0), dim=1
+        )
     return nonfinite, norms
 
 
