@@ -245,4 +245,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("\n" + _framed(f"Metrics for '{dataset}' (percent):\n\n{table}\n", config))
     print("Open the Dagster UI on this machine with:\n    make ui        # then http://127.0.0.1:3000")
+    print(f"Look at the clusters' images in the FiftyOne App with:\n    make explore DATASET={dataset}")
     return 0
