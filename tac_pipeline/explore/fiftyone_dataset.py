@@ -387,7 +387,7 @@ def to_fiftyone(
     from tac_pipeline.store.layout import drop_path
 
     root = Path(data_dir) if data_dir is not None else data_dir_from_env()
-    fo = connect_fiftyone(fiftyone_dir(root))
+    # The store first: a drop that was never clustered is reported before FiftyOne's database starts.
     if instance is None:
         from dagster import DagsterInstance
 
@@ -395,6 +395,7 @@ def to_fiftyone(
             clustered = read_clustered(owned, dataset, root)
     else:
         clustered = read_clustered(instance, dataset, root)
+    fo = connect_fiftyone(fiftyone_dir(root))
     return build_fiftyone(fo, clustered, drop_path(dataset, root), visualization=visualization)
 
 

@@ -192,3 +192,11 @@ def test_fiftyone_imports_in_a_process_that_imported_the_importlib_metadata_back
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "fiftyone", done.stderr[-2000:]
+
+
+def test_a_drop_never_clustered_is_named_with_what_to_run(fiftyone_root, instance):
+    from tac_pipeline.explore import to_fiftyone
+    from tac_pipeline.explore.export import ExportError
+
+    with pytest.raises(ExportError, match=r"cluster the drop first \(make cluster DATASET=never\)"):
+        to_fiftyone("never", data_dir=fiftyone_root, instance=instance)
