@@ -132,7 +132,7 @@ def explore_command(dataset: str, config: TacConfig, port: int, app: bool = True
     """``make explore``: build or refresh the FiftyOne dataset of ``dataset`` from the store, then serve the
     FiftyOne App on 127.0.0.1:``port`` until Ctrl-C (``app=False``: build only)."""
     from tac_pipeline.explore.export import ExportError
-    from tac_pipeline.explore.fiftyone_dataset import ExploreError, launch_app, to_fiftyone
+    from tac_pipeline.explore.fiftyone_dataset import INFO_KEY, ExploreError, launch_app, to_fiftyone
 
     started = time.monotonic()
     try:
@@ -141,7 +141,7 @@ def explore_command(dataset: str, config: TacConfig, port: int, app: bool = True
     except (ExploreError, ExportError, InvalidDatasetKeyError) as exc:
         print(f"\nexplore failed: {exc}", file=sys.stderr)
         return 2
-    info = ds.info.get("tac_pipeline", {})
+    info = ds.info.get(INFO_KEY, {})
     print(
         f"FiftyOne dataset '{ds.name}': {len(ds)} images, {len(info.get('views', {}))} saved views (one per "
         f"cluster), map: {info.get('map') or 'none'}; built in {time.monotonic() - started:.1f} s."

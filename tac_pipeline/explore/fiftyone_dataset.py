@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -397,11 +396,6 @@ def to_fiftyone(
         clustered = read_clustered(instance, dataset, root)
     fo = connect_fiftyone(fiftyone_dir(root))
     return build_fiftyone(fo, clustered, drop_path(dataset, root), visualization=visualization)
-
-
-def without_thumbnails(files: Sequence[Path | None]) -> bool:
-    """True when no image of the drop has a file (a drop that brings its own embeddings)."""
-    return not any(files)
 
 
 def launch_app(dataset, port: int, address: str = "127.0.0.1"):
