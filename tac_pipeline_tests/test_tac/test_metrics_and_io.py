@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from tac_pipeline.tac import as_tensor, cluster_metrics, resolve_device, validate_embeddings
 
@@ -35,6 +35,36 @@ class TestClusterMetrics:
         m = cluster_metrics([0, 0, 1, 1], torch.tensor([0, 1, 2, 3]))
         assert m["acc"] == pytest.approx(50.0)
         assert m["ari"] == pytest.approx(0.0)
+
+    @pytest.mark.parametrize("seed", range(12))
+    def test_nmi_and_ari_are_scikit_learns(self, seed):
+        # Random labellings of every shape: few or many classes and clusters, string classes, one class, one
+        # cluster, both single, identical labellings, and independent ones.
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 3000))
+        classes, clusters = int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        y = rng.integers(0, classes, n)
+        pred = y.copy() if seed % 4 == 0 else rng.integers(0, clusters, n)
+        if seed % 3 == 0:
+            y = np.array([f"class{c}" for c in y], dtype=object)
+        m = cluster_metrics(y, pred)
+        assert m["nmi"] == pytest.approx(100 * normalized_mutual_info_score(y, pred), rel=1e-12, abs=1e-12)
+        assert m["ari"] == pytest.approx(100 * adjusted_rand_score(y, pred), rel=1e-12, abs=1e-12)
+
+    @pytest.mark.parametrize(
+        ("y", "pred"),
+        [
+            ([0, 0, 0], [1, 1, 1]),
+            ([0, 0, 0], [0, 1, 2]),
+            ([0, 1, 2], [5, 5, 5]),
+            ([3], [4]),
+            ([0, 1], [1, 0]),
+        ],
+    )
+    def test_degenerate_labellings_score_as_scikit_learn(self, y, pred):
+        m = cluster_metrics(y, pred)
+        assert m["nmi"] == pytest.approx(100 * normalized_mutual_info_score(y, pred))
+        assert m["ari"] == pytest.approx(100 * adjusted_rand_score(y, pred))
 
     def test_length_mismatch(self):
         with pytest.raises(ValueError, match="labels"):

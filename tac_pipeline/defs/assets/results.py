@@ -67,8 +67,10 @@ def predict_rows(
         "cluster": p.argmax(axis=1),
         "cluster_text": q.argmax(axis=1),
         "cluster_mean": ((p + q) / 2).argmax(axis=1),
-        "cluster_no_train": model.no_train.predict(tac.concat_modalities(images, counterpart)),
-        "cluster_kmeans": model.kmeans.predict(images),
+        "cluster_no_train": tac.assign_to_centers(
+            tac.concat_modalities(images, counterpart), model.no_train_centers, device=device
+        ),
+        "cluster_kmeans": tac.assign_to_centers(images, model.kmeans_centers, device=device),
         "confidence": confidence.astype(np.float32),
     }
 
@@ -117,7 +119,7 @@ def cluster_labels(
     here, there, todo = matching_rows(ids, digests, previous if same_model else None)
     with compute_device.acquire(context.log) as device:
         computed = predict_rows(model, images[todo], counterpart[todo], device)
-    n_clusters = int(model.kmeans.cluster_centers_.shape[0])
+    n_clusters = model.n_clusters
     stored_ids = _stable_ids(previous) if same_model else None
     changed, turnover = {}, {}
     if stored_ids is not None:

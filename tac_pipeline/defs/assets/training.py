@@ -179,14 +179,24 @@ def heads_from_table(table: pa.Table) -> tuple[torch.nn.Module, torch.nn.Module,
 
 @dataclass(frozen=True)
 class FittedModel:
-    """Everything a fit leaves to label images with: both heads, the baselines' centres, the novelty rule."""
+    """Everything a fit leaves to label images with: both heads, the baselines' centres, the novelty rule.
 
-    # As text: evaluating ``tac.SphericalKMeans`` here would import scikit-learn with the definitions.
+    The baselines label a row by its most similar centre (:func:`~tac_pipeline.tac.vectors.assign_to_centers`,
+    what :meth:`tac.SphericalKMeans.predict <tac_pipeline.tac.baselines.SphericalKMeans.predict>` runs), kept
+    here as plain centres: rebuilding the estimators would import scikit-learn (over a second) in every run that
+    labels images.
+    """
+
     image_head: "torch.nn.Module"
     text_head: "torch.nn.Module"
-    kmeans: "tac.SphericalKMeans"
-    no_train: "tac.SphericalKMeans"
+    #: (K, d) k-means centres on the images; (K, 2d) no-train TAC centres on images ⊕ counterparts.
+    kmeans_centers: np.ndarray
+    no_train_centers: np.ndarray
     novelty: "tac.NoveltyRule"
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.kmeans_centers.shape[0])
 
     @classmethod
     def from_table(cls, table: pa.Table) -> "FittedModel":
@@ -212,8 +222,12 @@ class FittedModel:
         return cls(
             image_head=image_head,
             text_head=text_head,
-            kmeans=tac.SphericalKMeans.from_centers(rows[KMEANS_CENTERS].astype(np.float32)),
-            no_train=tac.SphericalKMeans.from_centers(rows[NO_TRAIN_CENTERS].astype(np.float32)),
+            kmeans_centers=tac.validate_embeddings(
+                rows[KMEANS_CENTERS].astype(np.float32), "k-means centres"
+            ),
+            no_train_centers=tac.validate_embeddings(
+                rows[NO_TRAIN_CENTERS].astype(np.float32), "no-train TAC centres"
+            ),
             novelty=tac.NoveltyRule(confidence, similarity, quantile),
         )
 
