@@ -39,12 +39,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tac_pipeline.encoders.identity import DEFAULT_MODEL, DEFAULT_PRETRAINED, EncoderChoice, resolve_encoder
+from tac_pipeline.encoders.vocabularies import DEFAULT_VOCABULARY, check_vocabulary
 
 EXECUTORS = ("multiprocess", "in_process", "dask")
 #: More shards than this is a typo rather than a plan (each shard is a step in the run's plan).
 MAX_EMBED_SHARDS = 1024
 DEVICES = ("auto", "cpu", "cuda")
-VOCABULARIES = ("lemmas", "synsets")
 DEFAULT_CRON = "0 2 * * *"
 #: The variables that choose the encoder: when any is set, the demo uses exactly that encoder.
 ENCODER_VARIABLES = ("TAC_CLIP_MODEL", "TAC_CLIP_PRETRAINED", "TAC_CLIP_CHECKPOINT")
@@ -96,7 +96,7 @@ class TacConfig:
     data_dir: Path = Path("data")
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     device: str = "auto"
-    noun_vocabulary: str = VOCABULARIES[0]
+    noun_vocabulary: str = DEFAULT_VOCABULARY
     recluster_cron: str = DEFAULT_CRON
     deployment: Deployment = field(default_factory=Deployment)
     dagster_home: Path = Path(".dagster_home")
@@ -222,10 +222,10 @@ def _image_roots(env: Mapping[str, str]) -> tuple[Path, ...]:
 
 
 def _vocabulary(env: Mapping[str, str]) -> str:
-    from tac_pipeline.encoders.wordnet import check_vocabulary
-
     try:
-        return check_vocabulary(_text(env, "TAC_NOUN_VOCABULARY") or VOCABULARIES[0], "$TAC_NOUN_VOCABULARY")
+        return check_vocabulary(
+            _text(env, "TAC_NOUN_VOCABULARY") or DEFAULT_VOCABULARY, "$TAC_NOUN_VOCABULARY"
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -272,7 +272,9 @@ def _device(env: Mapping[str, str]) -> str:
 
 
 def _cron(env: Mapping[str, str]) -> str:
-    raw = _text(env, "TAC_RECLUSTER_CRON") or DEFAULT_CRON
+    raw = _text(env, "TAC_RECLUSTER_CRON")
+    if not raw:
+        return DEFAULT_CRON  # valid (tested): Dagster, which checks cron strings, is imported for a given one only
     from tac_pipeline.dagster_internals import is_valid_cron_string
 
     if not is_valid_cron_string(raw):

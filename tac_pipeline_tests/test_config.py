@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tac_pipeline.config import ConfigError, Deployment, TacConfig
@@ -19,6 +24,22 @@ def test_defaults_need_no_environment(tmp_path, monkeypatch):
     assert config.device == "auto" and config.noun_vocabulary == "lemmas"
     assert config.recluster_cron == "0 2 * * *" and config.deployment == Deployment()
     assert config.wordnet_dir is None and config.nltk_data == () and not config.verbose
+
+
+def test_the_default_cron_is_valid_and_reading_the_defaults_imports_no_dagster(tmp_path):
+    from tac_pipeline.config import DEFAULT_CRON
+    from tac_pipeline.dagster_internals import is_valid_cron_string
+
+    assert is_valid_cron_string(DEFAULT_CRON)
+    # ``make cluster`` starts its run's process once the configuration is read: reading it stays light.
+    code = (
+        "import sys; from tac_pipeline.config import TacConfig; TacConfig.from_env({}); "
+        "print(sorted(m for m in ('dagster', 'pandas', 'torch') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_every_variable_is_read(tmp_path):

@@ -4,6 +4,10 @@
 shared noun embeddings first when the drop needs them, then materializes the dataset's assets in a child
 process recorded in ``$DAGSTER_HOME`` (so every run shows in the UI's run history) and stops that child when
 it is stopped (:mod:`tac_pipeline.runs.child`). It returns the metrics table, read from where the run stored it.
+
+That child is started first, before this module imports Dagster (the imports below are light; Dagster's come
+inside the functions): it loads the definitions while the command takes its turn and decides what to run,
+then gets its arguments (:mod:`tac_pipeline.cli.launch`). The two start-ups overlap instead of adding up.
 """
 
 from __future__ import annotations
@@ -12,24 +16,12 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tac_pipeline.cli.progress import RunFollower, failure_detail
-from tac_pipeline.common.tables import read_parquet
 from tac_pipeline.config import TacConfig
-from tac_pipeline.defs.executors.local import assign_run_config
-from tac_pipeline.defs.names import (
-    ASSIGN_ASSETS,
-    DATASET_ASSETS,
-    FIT,
-    IMAGE_ASSET,
-    NOUN_ASSET,
-    REFIT_REASON_TAG,
-    RUN_KIND_TAG,
-)
-from tac_pipeline.defs.partitions import datasets_partitions
-from tac_pipeline.runs.child import Stopped, run_child
-from tac_pipeline.runs.home import open_instance
+from tac_pipeline.runs.child import ChildProcess, Stopped
 from tac_pipeline.store.layout import command_log, drop_path
 
 
@@ -38,6 +30,8 @@ class ClusterError(RuntimeError):
 
 
 def _instance():
+    from tac_pipeline.runs.home import open_instance
+
     return open_instance()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
 
 
@@ -64,6 +58,38 @@ def _run_tagged(instance, token: str) -> str | None:
     return runs[0].run_id if runs else None
 
 
+@dataclass
+class RunProcess:
+    """The run's process of one :func:`materialize`: the child, the token its run is tagged with, and the
+    file that gets what it prints (None: the terminal)."""
+
+    child: ChildProcess
+    token: str
+    log: Path | None
+    used: bool = field(default=False)
+
+    def __enter__(self) -> RunProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.child.__exit__(*exc_info)  # ends a process that was never given its arguments
+
+
+def _launch_command() -> list[str]:
+    return [sys.executable, "-m", "tac_pipeline.cli.launch"]
+
+
+def start_run_process(env: dict[str, str], dagster_home: Path, *, verbose: bool = False) -> RunProcess:
+    """Start a run's process now, to be given its assets later by :func:`materialize` (it loads the
+    definitions meanwhile). Use it as a context manager: it ends with the ``with`` block if never used."""
+    from tac_pipeline.cli.launch import REQUEST_ON_STDIN
+
+    token = uuid.uuid4().hex
+    log = None if verbose else command_log(dagster_home, token)
+    child = ChildProcess([*_launch_command(), REQUEST_ON_STDIN], env, output=log, requests=True)
+    return RunProcess(child, token, log)
+
+
 def materialize(
     selection: list[str],
     partition: str | None,
@@ -73,28 +99,39 @@ def materialize(
     *,
     verbose: bool = False,
     tags: dict[str, str] | None = None,
+    prepared: RunProcess | None = None,
 ) -> None:
     """Materialize the assets ``selection`` (for ``partition``) in a child process (:mod:`tac_pipeline.cli.launch`)
     recorded in ``instance``, printing one line per finished step (all of Dagster's events with ``verbose``);
-    :class:`ClusterError` with the failing step's message first when it fails."""
-    token = uuid.uuid4().hex
-    command = [sys.executable, "-m", "tac_pipeline.cli.launch", "--select", ",".join(selection)]
-    command += ["--tag", f"{COMMAND_TAG}={token}"]
+    :class:`ClusterError` with the failing step's message first when it fails.
+
+    ``prepared``: a run's process from :func:`start_run_process` with the same ``env`` and ``verbose``,
+    given these arguments instead of starting one (once: a used one starts a new process)."""
+    fresh = prepared is None or prepared.used
+    token = uuid.uuid4().hex if fresh else prepared.token
+    arguments = ["--select", ",".join(selection), "--tag", f"{COMMAND_TAG}={token}"]
     for name, value in (tags or {}).items():
-        command += ["--tag", f"{name}={value}"]
+        arguments += ["--tag", f"{name}={value}"]
     if run_config:
-        command += ["--config-json", json.dumps(run_config)]
+        arguments += ["--config-json", json.dumps(run_config)]
     if partition is not None:
-        command += ["--partition", partition]
+        arguments += ["--partition", partition]
     if verbose:
-        command.append("--verbose")
+        arguments.append("--verbose")
     follower = RunFollower(instance, lambda: _run_tagged(instance, token))
-    log = None if verbose else command_log(instance.root_directory, token)
     started = time.time()
     try:  # a list, never a shell: keys stay plain arguments
-        returncode = run_child(command, env, tick=follower.poll, output=log)
+        if fresh:
+            log = None if verbose else command_log(instance.root_directory, token)
+            run = RunProcess(ChildProcess([*_launch_command(), *arguments], env, output=log), token, log)
+        else:
+            run = prepared
+            run.child.send(json.dumps(arguments))
+        run.used = True
+        with run.child:
+            returncode = run.child.wait(tick=follower.poll)
     except Stopped as stopped:
-        from tac_pipeline.runs.child import stop_leftover_run
+        from tac_pipeline.runs.dead import stop_leftover_run
 
         stopped.outcome = stop_leftover_run(instance, stopped, partition, started)
         raise
@@ -102,11 +139,11 @@ def materialize(
         follower.close()
     if returncode != 0:
         message = "\n".join(follower.failures) or _failure_message(instance, follower.run_id)
-        if log is not None and not follower.failures:
-            message += "\n" + _tail(log)
+        if run.log is not None and not follower.failures:
+            message += "\n" + _tail(run.log)
         raise ClusterError(message)
-    if log is not None:
-        log.unlink(missing_ok=True)
+    if run.log is not None:
+        run.log.unlink(missing_ok=True)
 
 
 def _tail(log: Path, lines: int = 20) -> str:
@@ -141,6 +178,8 @@ def skipped_summary(instance, dataset: str, since: float | None = None) -> str |
     when none were skipped (or that materialization predates ``since``, a time stamp). A run that failed
     in ``image_embeddings`` itself lists what it skipped in its error."""
     from tac_pipeline.common.messages import SHOWN_SKIPPED, listed_lines
+    from tac_pipeline.common.tables import read_parquet
+    from tac_pipeline.defs.names import IMAGE_ASSET
     from tac_pipeline.store.records import latest_materialization
 
     latest = latest_materialization(instance, IMAGE_ASSET, dataset, since=since)
@@ -174,8 +213,11 @@ def cluster(dataset: str, config: TacConfig, *, max_nouns: int | None = None, re
     drop = drop_path(dataset, config.data_dir)
     if not drop.is_dir():
         raise ClusterError(f"no drop folder {drop}: put images in {drop}/<class>/ first")
-    with _instance() as instance:  # disposed before the command exits
-        return _cluster(instance, dataset, drop, config, max_nouns, refit)
+    env = config.environment()
+    # The run's process first: it loads the definitions while this process opens the instance and decides.
+    prepared = start_run_process(env, config.dagster_home, verbose=config.verbose)
+    with prepared, _instance() as instance:  # both ended before the command exits
+        return _cluster(instance, dataset, drop, config, max_nouns, refit, env, prepared)
 
 
 def _decision(instance, dataset: str, drop: Path, config: TacConfig, refit: bool):
@@ -197,13 +239,29 @@ def _decision(instance, dataset: str, drop: Path, config: TacConfig, refit: bool
 
 
 def _cluster(
-    instance, dataset: str, drop: Path, config: TacConfig, max_nouns: int | None, refit: bool
+    instance,
+    dataset: str,
+    drop: Path,
+    config: TacConfig,
+    max_nouns: int | None,
+    refit: bool,
+    env: dict[str, str],
+    prepared: RunProcess,
 ) -> str:
+    from tac_pipeline.defs.executors.local import assign_run_config
+    from tac_pipeline.defs.names import (
+        ASSIGN_ASSETS,
+        DATASET_ASSETS,
+        FIT,
+        NOUN_ASSET,
+        REFIT_REASON_TAG,
+        RUN_KIND_TAG,
+    )
+    from tac_pipeline.defs.partitions import datasets_partitions
+    from tac_pipeline.drops.nouns import uses_shared_nouns
     from tac_pipeline.runs.dead import mark_dead_runs_failed
     from tac_pipeline.runs.home import missing_partition_limit
     from tac_pipeline.runs.turn import partition_turn
-
-    env = config.environment()
 
     mark_dead_runs_failed(instance, say=lambda message: print(message, file=sys.stderr))
     problem = missing_partition_limit(instance)
@@ -211,8 +269,6 @@ def _cluster(
         print(f"warning: {problem}", file=sys.stderr)
     if not instance.has_dynamic_partition(datasets_partitions.name, dataset):
         instance.add_dynamic_partitions(datasets_partitions.name, [dataset])
-    from tac_pipeline.drops.nouns import uses_shared_nouns
-
     try:
         with partition_turn(instance, dataset):  # one run of the dataset at a time, whoever started it
             # A drop with its own nouns.parquet never needs the shared noun embeddings (nor an encoder or
@@ -221,7 +277,9 @@ def _cluster(
                 instance, config, dataset, drop
             ):
                 nouns = {"ops": {NOUN_ASSET: {"config": {"max_nouns": max_nouns}}}} if max_nouns else None
-                materialize([NOUN_ASSET], None, env, instance, nouns, verbose=config.verbose)
+                materialize(
+                    [NOUN_ASSET], None, env, instance, nouns, verbose=config.verbose, prepared=prepared
+                )
             decision = _decision(instance, dataset, drop, config, refit)
             print(decision.reason[:1].upper() + decision.reason[1:])
             fit = decision.kind == FIT
@@ -231,7 +289,14 @@ def _cluster(
             started = time.time()
             try:
                 materialize(
-                    list(selection), dataset, env, instance, run_config, verbose=config.verbose, tags=tags
+                    list(selection),
+                    dataset,
+                    env,
+                    instance,
+                    run_config,
+                    verbose=config.verbose,
+                    tags=tags,
+                    prepared=prepared,
                 )
             finally:
                 summary = skipped_summary(instance, dataset, since=started)

@@ -1,5 +1,10 @@
 """The run's own process: ``python -m tac_pipeline.cli.launch --select a,b [--partition P] [--config-json J]``.
 
+``python -m tac_pipeline.cli.launch --request-on-stdin`` is the same process started ahead of time: it loads
+the definitions first (most of its start-up), then reads those arguments as one JSON list from its standard
+input, so a command starts it before deciding what to run (:class:`tac_pipeline.runs.child.ChildProcess`) and
+the two start-ups overlap. An empty standard input (the command decided to run nothing) ends it quietly.
+
 It materializes the selected assets with Dagster's Python API (``execute_job`` on the project's implicit asset
 job), recording the run in the instance at
 ``$DAGSTER_HOME`` as the UI's runs are. Dagster's event stream always goes to the run's log in the UI; the
@@ -53,7 +58,33 @@ def launch(
         return result.success
 
 
+#: The argument that makes the process read its arguments from its standard input (see the module's docs).
+REQUEST_ON_STDIN = "--request-on-stdin"
+
+
+def read_request(stream) -> list[str] | None:
+    """After loading the definitions: the arguments a command sends on ``stream`` (one JSON list of
+    strings), or None when it sent nothing."""
+    from tac_pipeline.dagster_internals import ReconstructableRepository
+
+    ReconstructableRepository.for_module("tac_pipeline.definitions", "defs").get_definition()
+    line = stream.readline()
+    if not line.strip():
+        return None
+    request = json.loads(line)
+    if not isinstance(request, list) or not all(isinstance(arg, str) for arg in request):
+        raise ValueError(f"{REQUEST_ON_STDIN}: expected a JSON list of arguments, got {line[:200]!r}")
+    return request
+
+
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == [REQUEST_ON_STDIN]:
+        argv = read_request(sys.stdin)
+        if argv is None:
+            return 0
     parser = argparse.ArgumentParser(prog="python -m tac_pipeline.cli.launch")
     parser.add_argument("--select", required=True, help="asset names, comma-separated")
     parser.add_argument("--partition", default=None)

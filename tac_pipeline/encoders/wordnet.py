@@ -38,12 +38,10 @@ import pyarrow as pa
 
 from tac_pipeline.common.atomic import publish_folder, staging_folder, write_parquet_atomically
 from tac_pipeline.common.tables import read_parquet
+from tac_pipeline.encoders.vocabularies import DEFAULT_VOCABULARY, check_vocabulary
 
 log = logging.getLogger(__name__)
 
-#: The noun vocabularies (see the module docstring); the first is the default.
-VOCABULARIES: tuple[str, ...] = ("lemmas", "synsets")
-DEFAULT_VOCABULARY = VOCABULARIES[0]
 #: Rows of each vocabulary for WordNet 3.0.
 WORDNET_30_ROWS = {"lemmas": 146_347, "synsets": 82_115}
 
@@ -71,16 +69,6 @@ VOCABULARY_COLUMNS = ("noun", "synset", "gloss")
 
 class WordNetUnavailableError(RuntimeError):
     """No source of WordNet worked; the message names every remedy."""
-
-
-def check_vocabulary(vocabulary: str, source: str = "vocabulary") -> str:
-    """``vocabulary`` if it names one of :data:`VOCABULARIES`, else a ValueError naming the choices."""
-    if vocabulary not in VOCABULARIES:
-        raise ValueError(
-            f"{source}: unknown noun vocabulary {vocabulary!r}; choose one of {', '.join(VOCABULARIES)} "
-            f"(default {DEFAULT_VOCABULARY}, the TAC authors' list)"
-        )
-    return vocabulary
 
 
 def lexnames_text() -> str:

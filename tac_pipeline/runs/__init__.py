@@ -5,8 +5,17 @@
 - :mod:`~tac_pipeline.runs.dead`: runs whose process is gone are reported failed (also by the daemon's run
   monitoring, through :class:`LocalRunLauncher`, which ``dagster.yaml`` names as ``tac_pipeline.runs``);
 - :mod:`~tac_pipeline.runs.child`: the run's process, which stops when the command is stopped.
+
+:class:`LocalRunLauncher` loads on first use (PEP 562): :mod:`~tac_pipeline.runs.child` imports no Dagster, so
+that a command can start its run's process before it imports Dagster itself.
 """
 
-from tac_pipeline.runs.dead import LocalRunLauncher
-
 __all__ = ["LocalRunLauncher"]
+
+
+def __getattr__(name: str):
+    if name != "LocalRunLauncher":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from tac_pipeline.runs.dead import LocalRunLauncher
+
+    return LocalRunLauncher

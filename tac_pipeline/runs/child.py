@@ -1,10 +1,15 @@
 """The command's run in a child process that stops with it.
 
-:func:`run_child` runs the run's process in a process group of its own and forwards SIGINT / SIGTERM to it
-as an interrupt (Dagster then stops the steps and records the run as failed); after
-:data:`STOP_GRACE_SECONDS` (or at a second signal) it kills the whole group, and it returns only when every
-process of the group is gone. The child also gets SIGTERM from the kernel if the command itself is killed
-outright (``PR_SET_PDEATHSIG``, Linux).
+:class:`ChildProcess` runs the run's process in a process group of its own; while the command waits for it,
+SIGINT / SIGTERM to the command are forwarded to it as an interrupt (Dagster then stops the steps and records
+the run as failed); after :data:`STOP_GRACE_SECONDS` (or at a second signal) the whole group is killed, and
+the wait returns only when every process of the group is gone. The child also gets SIGTERM from the kernel if
+the command itself is killed outright (``PR_SET_PDEATHSIG``, Linux).
+
+A child can be started before the command knows what it will run (``requests=True``): it prepares (imports
+the definitions) while the command decides, then reads its arguments from its standard input
+(:meth:`ChildProcess.send`); a child never sent anything ends when the command leaves the ``with`` block.
+This module imports no Dagster, so that a command starts its child first and imports the rest meanwhile.
 """
 
 from __future__ import annotations
@@ -18,11 +23,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-
-from tac_pipeline.runs.dead import run_process
-from tac_pipeline.runs.home import ACTIVE_STATUSES, PARTITION_TAG
-
 #: How long a stopped ``make cluster`` lets its run stop cleanly before killing its processes.
 STOP_GRACE_SECONDS = 20.0
 
@@ -32,7 +32,7 @@ class Stopped(RuntimeError):
 
     def __init__(self, signum: int, pid: int = 0) -> None:
         self.signum, self.pid = signum, pid
-        self.outcome = "no run had started"  # filled in by the caller (stop_leftover_run)
+        self.outcome = "no run had started"  # filled in by the caller (runs.dead.stop_leftover_run)
         super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
@@ -113,6 +113,129 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
+class ChildProcess:
+    """``command`` (a list, never a shell) in a process group of its own, started at once.
+
+    ``output``: a file that gets the child's stdout and stderr (None: this process's own). ``requests``: the
+    child reads one line from a pipe on its standard input (:meth:`send`); without, it inherits this
+    process's. As a context manager, a child that was never waited for is ended on leaving (its pipe closed,
+    then its group killed if it lingers), so an error or an interrupt while the command decides leaves no
+    process behind.
+    """
+
+    def __init__(
+        self, command: list[str], env: dict[str, str], *, output: Path | None = None, requests: bool = False
+    ) -> None:
+        parent = os.getpid()
+        sink = open(output, "ab") if output is not None else None  # noqa: SIM115 - closed below
+        try:
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                process_group=0,
+                preexec_fn=lambda: _child_setup(parent),
+                stdin=subprocess.PIPE if requests else None,
+                stdout=sink,
+                stderr=subprocess.STDOUT if sink is not None else None,
+            )
+        finally:
+            if sink is not None:
+                sink.close()  # the child holds its own descriptor
+        self.waited = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, line: str) -> None:
+        """Write the child's one request line and close its standard input."""
+        if self.process.stdin is None:
+            raise RuntimeError("this child reads no requests (start it with requests=True)")
+        try:
+            self.process.stdin.write(line.encode() + b"\n")
+        except BrokenPipeError:  # it died while preparing: wait() reports its exit code
+            pass
+        finally:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def wait(
+        self, *, grace_seconds: float = STOP_GRACE_SECONDS, tick: Callable[[], None] | None = None
+    ) -> int:
+        """Its exit code. ``tick`` is called while it runs (about every 0.2 s) and once after it ended: the
+        caller shows the run's progress there.
+
+        SIGINT or SIGTERM to this process interrupts the group (SIGINT, which Dagster turns into a clean stop
+        of the run), kills it after ``grace_seconds`` or at a second signal, waits until no process of the
+        group is left and raises :class:`Stopped`. The previous signal handlers are restored on return.
+        """
+        self.waited = True
+        process = self.process
+        received: list[int] = []
+
+        def forward(signum, _frame) -> None:
+            received.append(signum)
+            _kill_group(process.pid, signal.SIGINT if len(received) == 1 else signal.SIGKILL)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            deadline = None
+            while True:
+                try:
+                    code = process.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if tick is not None and not received:
+                    tick()
+                if received and deadline is None:
+                    deadline = time.monotonic() + grace_seconds
+                if deadline is not None and time.monotonic() > deadline:
+                    _kill_group(process.pid, signal.SIGKILL)
+            if received:
+                # The run's own step processes share the group: none may outlive the command and write later.
+                _kill_until_gone(process.pid)
+                raise Stopped(received[0], process.pid)
+            if tick is not None:
+                tick()
+            return code
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def discard(self) -> None:
+        """End a child that was never waited for: close its standard input (a child waiting for its request
+        then leaves by itself), and kill its group if it is still there a moment later."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_until_gone(self.process.pid)
+        self.process.wait()
+
+    def __enter__(self) -> ChildProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.waited:
+            self.discard()
+
+
+def _kill_until_gone(pgid: int) -> None:
+    for _ in range(100):
+        if not _group_alive(pgid):
+            break
+        _kill_group(pgid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
 def run_child(
     command: list[str],
     env: dict[str, str],
@@ -121,91 +244,6 @@ def run_child(
     tick: Callable[[], None] | None = None,
     output: Path | None = None,
 ) -> int:
-    """Run ``command`` (a list, never a shell) in its own process group; its exit code. ``tick`` is called
-    while it runs (about every 0.2 s) and once after it ended: the caller shows the run's progress there.
-    ``output``: a file that gets the child's stdout and stderr (None: this process's own).
-
-    SIGINT or SIGTERM to this process interrupts the group (SIGINT, which Dagster turns into a clean stop of
-    the run), kills it after ``grace_seconds`` or at a second signal, waits until no process of the group is
-    left and raises :class:`Stopped`. The previous signal handlers are restored on return.
-    """
-    parent = os.getpid()
-    sink = open(output, "ab") if output is not None else None  # noqa: SIM115 - closed below
-    try:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            process_group=0,
-            preexec_fn=lambda: _child_setup(parent),
-            stdout=sink,
-            stderr=subprocess.STDOUT if sink is not None else None,
-        )
-    finally:
-        if sink is not None:
-            sink.close()  # the child holds its own descriptor
-    received: list[int] = []
-
-    def forward(signum, _frame) -> None:
-        received.append(signum)
-        _kill_group(process.pid, signal.SIGINT if len(received) == 1 else signal.SIGKILL)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        deadline = None
-        while True:
-            try:
-                code = process.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if tick is not None and not received:
-                tick()
-            if received and deadline is None:
-                deadline = time.monotonic() + grace_seconds
-            if deadline is not None and time.monotonic() > deadline:
-                _kill_group(process.pid, signal.SIGKILL)
-        if received:
-            # The run's own step processes share the group: none may outlive the command and write later.
-            for _ in range(100):
-                if not _group_alive(process.pid):
-                    break
-                _kill_group(process.pid, signal.SIGKILL)
-                time.sleep(0.1)
-            raise Stopped(received[0], process.pid)
-        if tick is not None:
-            tick()
-        return code
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def stop_leftover_run(instance: DagsterInstance, stopped: Stopped, dataset: str | None, since: float) -> str:
-    """After :func:`run_child` raised :class:`Stopped`: report the child's run failed if it is still shown as
-    in progress (its processes were killed before Dagster could record the end); what became of it.
-
-    The child's run is the one that recorded the child's pid; one that recorded no pid counts when it was
-    created after ``since`` by a command (not the daemon) for ``dataset`` (None: an unpartitioned run).
-    """
-    for record in instance.get_run_records(RunsFilter(created_after=_utc(since))):
-        run = record.dagster_run
-        recorded = run_process(instance, run.run_id)
-        if recorded is not None and recorded[0] != stopped.pid:
-            continue
-        if recorded is None and (run.remote_job_origin is not None or run.tags.get(PARTITION_TAG) != dataset):
-            continue
-        if run.status in (*ACTIVE_STATUSES, DagsterRunStatus.NOT_STARTED):
-            name = signal.Signals(stopped.signum).name
-            instance.report_run_failed(
-                run, f"Run {run.run_id} was stopped: the command running it got {name}."
-            )
-            return f"run {run.run_id} was stopped and marked failed"
-        ended = {DagsterRunStatus.SUCCESS: "succeeded", DagsterRunStatus.CANCELED: "cancelled"}
-        return f"run {run.run_id} stopped and is recorded as {ended.get(run.status, 'failed')}"
-    return "no run had started"
-
-
-def _utc(timestamp: float):
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(timestamp, UTC)
+    """Run ``command`` as a :class:`ChildProcess` and wait for it (:meth:`ChildProcess.wait`): its exit code."""
+    with ChildProcess(command, env, output=output) as child:
+        return child.wait(grace_seconds=grace_seconds, tick=tick)

@@ -12,12 +12,17 @@ still apply).
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster import DefaultRunLauncher as _DefaultRunLauncher
 
-from tac_pipeline.runs.home import PARTITION_TAG, Say
+from tac_pipeline.runs.home import ACTIVE_STATUSES, PARTITION_TAG, Say
+
+if TYPE_CHECKING:
+    from tac_pipeline.runs.child import Stopped
 
 
 def run_process(instance: DagsterInstance, run_id: str) -> tuple[int, float] | None:
@@ -131,3 +136,35 @@ class LocalRunLauncher(_DefaultRunLauncher):
         if process_alive(*found):
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"process {found[0]} is alive")
         return CheckRunHealthResult(WorkerStatus.FAILED, dead_run_message(run, found[0]))
+
+
+def stop_leftover_run(instance: DagsterInstance, stopped: Stopped, dataset: str | None, since: float) -> str:
+    """After waiting for the command's child raised :class:`~tac_pipeline.runs.child.Stopped`: report the
+    child's run failed if it is still shown as in progress (its processes were killed before Dagster could
+    record the end); what became of it.
+
+    The child's run is the one that recorded the child's pid; one that recorded no pid counts when it was
+    created after ``since`` by a command (not the daemon) for ``dataset`` (None: an unpartitioned run).
+    """
+    for record in instance.get_run_records(RunsFilter(created_after=_utc(since))):
+        run = record.dagster_run
+        recorded = run_process(instance, run.run_id)
+        if recorded is not None and recorded[0] != stopped.pid:
+            continue
+        if recorded is None and (run.remote_job_origin is not None or run.tags.get(PARTITION_TAG) != dataset):
+            continue
+        if run.status in (*ACTIVE_STATUSES, DagsterRunStatus.NOT_STARTED):
+            name = signal.Signals(stopped.signum).name
+            instance.report_run_failed(
+                run, f"Run {run.run_id} was stopped: the command running it got {name}."
+            )
+            return f"run {run.run_id} was stopped and marked failed"
+        ended = {DagsterRunStatus.SUCCESS: "succeeded", DagsterRunStatus.CANCELED: "cancelled"}
+        return f"run {run.run_id} stopped and is recorded as {ended.get(run.status, 'failed')}"
+    return "no run had started"
+
+
+def _utc(timestamp: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC)

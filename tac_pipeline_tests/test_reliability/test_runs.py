@@ -357,3 +357,35 @@ def test_a_command_reports_only_the_failures_of_its_own_run(tmp_path):
         assert "'dogs'" not in _failure_message(instance, cats.run_id)
         assert "'dogs'" in _failure_message(instance, dogs.run_id)
         assert "'cats'" not in _failure_message(instance, dogs.run_id)
+
+
+def test_the_command_starts_its_run_process_before_it_imports_dagster(tmp_path):
+    """``make cluster`` starts its run's process first, which loads the definitions while the command decides:
+    the command's own imports up to that point stay free of Dagster, pandas and torch."""
+    code = (
+        "import sys; import tac_pipeline.cli.commands, tac_pipeline.cli.cluster, tac_pipeline.runs.child; "
+        "print(sorted(m for m in ('dagster', 'pandas', 'torch') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_prepared_run_process_that_gets_no_request_ends_with_the_command(tmp_path, monkeypatch):
+    from tac_pipeline.cli.cluster import start_run_process
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(tmp_path / "home")}
+    env["TAC_DATA_DIR"] = str(tmp_path / "data")
+    with start_run_process(env, tmp_path / "home") as prepared:
+        pid = prepared.child.pid
+        time.sleep(0.5)
+        assert not _group_gone(pid)  # it is loading the definitions, waiting for its arguments
+    assert _group_gone(pid)  # the block left without sending anything: the process and its group are gone
+    assert prepared.child.process.returncode is not None
+
+    # Sent nothing but an empty line after loading, it leaves by itself, successfully, and runs nothing.
+    with start_run_process(env, tmp_path / "home") as prepared:
+        prepared.child.send("")
+        assert prepared.child.wait() == 0
+    assert not list(tmp_path.rglob("*.db"))  # no instance storage was even created
