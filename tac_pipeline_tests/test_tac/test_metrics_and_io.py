@@ -72,6 +72,23 @@ class TestClusterMetrics:
 
 
 class TestValidation:
+    def test_read_only_arrays_are_read_in_place_and_left_unchanged(self):
+        import pyarrow as pa
+
+        from tac_pipeline.tac.validation import row_norms
+
+        x = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]], dtype=np.float32)
+        arrow_backed = pa.array(x.reshape(-1)).to_numpy().reshape(3, 2)  # read-only, as the store gives
+        assert not arrow_backed.flags.writeable
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "not writable" warning escapes
+            out = validate_embeddings(arrow_backed, "x")
+            norms = row_norms(arrow_backed)
+        np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])
+        assert out.flags.writeable and not np.shares_memory(out, arrow_backed)
+        np.testing.assert_array_equal(arrow_backed, x)
+        np.testing.assert_allclose(norms.norms, [5.0, 2.0, 1.0])
+
     def test_normalises_numpy_and_torch(self):
         x = np.array([[3.0, 4.0], [0.0, 2.0]])
         out = validate_embeddings(x, "x")

@@ -222,8 +222,12 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     if len(x) < 2:
         return np.zeros((len(x), 2))
     centred = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    projected = centred @ vt[:2].T
+    if len(x) > x.shape[1]:  # more rows than dimensions: the (d, d) scatter's top eigenvectors, cheaper
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        axes = vectors[:, ::-1][:, :2].T
+    else:
+        _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ axes[:2].T
     if projected.shape[1] < 2:
         projected = np.pad(projected, ((0, 0), (0, 2 - projected.shape[1])))
     return projected

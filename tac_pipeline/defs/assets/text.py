@@ -2,10 +2,10 @@
 
 import dataclasses
 import time
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
 
 from tac_pipeline import tac
@@ -257,33 +257,29 @@ def counterparts(
     ids = image_embeddings["image_id"].to_pylist()
     digests = row_digests(images)
     previous = previous_output(context)
-    here, there, todo = matching_rows(ids, digests, reusable(previous, text_space, temperature))
-    counterpart = np.empty_like(images)
+    kept = reusable(previous, text_space, temperature)
+    here, there, todo = matching_rows(ids, digests, kept)
     shown = min(SHOWN_NOUNS, len(nouns))
-    top_nouns = np.empty((len(images), shown), dtype=object)
-    top_weights = np.empty((len(images), shown), dtype=np.float32)
-    similarity = np.empty(len(images), dtype=np.float32)
-    if len(here):
-        counterpart[here] = column_matrix(previous, "counterpart")[there]
-        top_nouns[here] = column_matrix(previous, "top_nouns", dtype=object)[there]
-        top_weights[here] = column_matrix(previous, "top_weights")[there]
-        similarity[here] = previous["noun_similarity"].to_numpy()[there]
+    parts = [kept.select(COUNTERPART_COLUMNS).take(there)] if len(here) else []
     with compute_device.acquire(context.log) as device:
-        if len(todo):
-            counterpart[todo], top, top_weights[todo] = tac.retrieve_counterparts(
-                images[todo], nouns, temperature=temperature, device=device, return_top=shown
-            )
-            top_nouns[todo] = np.asarray(text_space["noun"].to_pylist(), dtype=object)[top]
-            similarity[todo] = tac.best_similarity(images[todo], nouns, device=device)
+        if len(todo) or not parts:
+            parts.append(_counterpart_rows(images[todo], nouns, text_space, temperature, shown, device))
+        # The stored rows and the new ones, back in the images' order (Arrow columns, never Python objects).
+        position = np.empty(len(ids), dtype=np.int64)
+        position[here] = np.arange(len(here))
+        position[todo] = len(here) + np.arange(len(todo))
+        rows = pa.concat_tables([part.cast(parts[0].schema) for part in parts]).take(position)
         choice = {}
         if kind == FIT and run.auto:  # K is chosen here, on the fitting images, and travels with this table
+            counterpart = column_matrix(rows, "counterpart")
             run, choice = _choose_k(
                 context, run, images, counterpart, fit_indices(image_embeddings), io_manager
             )
     if kind == ASSIGN:
         run = _fitted_k(run, previous, context.partition_key)
-    top_noun, weight = top_nouns[:, 0], top_weights[:, 0]
-    most_retrieved = Counter(top_noun.tolist()).most_common(20)
+    weight = rows["top_weight"].to_numpy()
+    counts = pc.value_counts(rows["top_noun"]).to_pylist()
+    most_retrieved = sorted(((c["values"], c["counts"]) for c in counts), key=lambda nc: -nc[1])[:20]
     context.add_output_metadata(
         {
             "images": len(images),
@@ -304,16 +300,45 @@ def counterparts(
             "image_id": image_embeddings["image_id"],
             "split": image_embeddings["split"],
             "image_digest": pa.array(digests, type=pa.string()),
-            "top_noun": pa.array(top_noun.tolist(), type=pa.string()),
-            "top_weight": pa.array(weight, type=pa.float32()),
-            "top_nouns": pa.array(top_nouns.tolist(), type=pa.list_(pa.string())),
-            "top_weights": pa.FixedSizeListArray.from_arrays(pa.array(top_weights.reshape(-1)), shown),
-            "noun_similarity": pa.array(similarity, type=pa.float32()),
-            "counterpart": embedding_array(counterpart),
+            **{name: rows[name] for name in COUNTERPART_COLUMNS},
         }
     )
     table = table.replace_schema_metadata({TEMPERATURE_KEY: repr(float(temperature)).encode()})
     return with_n_clusters(table, run.n_clusters, run.n_clusters_from)
+
+
+#: The columns of ``counterparts`` computed per image (after ``image_id``, ``split`` and ``image_digest``).
+COUNTERPART_COLUMNS = ("top_noun", "top_weight", "top_nouns", "top_weights", "noun_similarity", "counterpart")
+
+
+def _counterpart_rows(
+    images: np.ndarray, nouns: np.ndarray, text_space: pa.Table, temperature: float, shown: int, device
+) -> pa.Table:
+    """The :data:`COUNTERPART_COLUMNS` of some images: their counterparts, the ``shown`` most weighted nouns
+    and their weights, and each image's best similarity to the text space."""
+    if len(images):
+        counterpart, top, weights = tac.retrieve_counterparts(
+            images, nouns, temperature=temperature, device=device, return_top=shown
+        )
+        similarity = tac.best_similarity(images, nouns, device=device)
+    else:
+        counterpart, similarity = np.empty((0, nouns.shape[1]), np.float32), np.empty(0, np.float32)
+        top, weights = np.empty((0, shown), np.int64), np.empty((0, shown), np.float32)
+    names = text_space["noun"].take(pa.array(top.reshape(-1)))
+    return pa.table(
+        {
+            "top_noun": names.take(pa.array(np.arange(len(images)) * shown)),
+            "top_weight": pa.array(weights[:, 0], type=pa.float32()),
+            "top_nouns": pa.FixedSizeListArray.from_arrays(names.combine_chunks(), shown).cast(
+                pa.list_(pa.string())
+            ),
+            "top_weights": pa.FixedSizeListArray.from_arrays(
+                pa.array(weights.reshape(-1), pa.float32()), shown
+            ),
+            "noun_similarity": pa.array(similarity, type=pa.float32()),
+            "counterpart": embedding_array(counterpart),
+        }
+    )
 
 
 def _fitted_k(run: DatasetRun, previous: pa.Table | None, key: str) -> DatasetRun:
