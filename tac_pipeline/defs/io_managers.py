@@ -7,14 +7,21 @@ as ``pyarrow.Table`` so embedding columns stay fixed-size list<float32> with no 
 
 Every materialization records its file (``path`` metadata); readers outside a step open that recorded path
 through :mod:`tac_pipeline.store.records`, which works for any fsspec store.
+
+A run whose steps share one process (the in-process executor, an assign run) writes a table in one step and
+reads it in the next: the last tables written or read there are kept in memory (:class:`RecentTables`, within a
+byte budget) and handed to a later load of the very same file instead of decoding its Parquet again.
 """
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManagerFactory,
     InputContext,
@@ -67,6 +74,55 @@ def table_preview(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
         return "```\n" + frame.to_string(index=False) + "\n```"
 
 
+class RecentTables:
+    """The last tables this process wrote to or read from local files, by the file's identity (path, inode,
+    size, modification time), at most ``max_bytes`` of them (a larger table is not kept). A file changed or
+    replaced since (an atomic write is a new inode) no longer matches and is read again. A kept table is the
+    one a read of the file gives: the file's schema (Parquet names list items ``element``) and one chunk."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._tables: OrderedDict[tuple, pa.Table] = OrderedDict()
+
+    @staticmethod
+    def identity(path: UPath) -> tuple | None:
+        """The local file's (path, inode, size, modification time); None for another store or no file."""
+        if getattr(path, "protocol", "") not in ("", "file", "local"):
+            return None
+        local = os.fspath(path.path if hasattr(path, "path") else path)
+        try:
+            stat = os.stat(local)
+        except OSError:
+            return None
+        return (local, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def keep(self, identity: tuple | None, table: pa.Table, *, written: bool = False) -> None:
+        """Keep ``table`` as the content of the file of ``identity`` (:meth:`identity`, taken before reading
+        it; ``written``: after this process wrote it, the table is brought to the form a read gives)."""
+        if identity is None or table.nbytes > self.max_bytes:
+            return
+        if written:
+            stored = pq.read_schema(identity[0])
+            table = (
+                table.combine_chunks().cast(stored.remove_metadata()).replace_schema_metadata(stored.metadata)
+            )
+        self._tables[identity] = table
+        self._tables.move_to_end(identity)
+        while sum(t.nbytes for t in self._tables.values()) > self.max_bytes:
+            self._tables.popitem(last=False)
+
+    def get(self, path: UPath) -> pa.Table | None:
+        identity = self.identity(path)
+        return self._tables.get(identity) if identity is not None else None
+
+    def clear(self) -> None:
+        self._tables.clear()
+
+
+#: This process's :class:`RecentTables` (one per process: step processes of their own never share it).
+RECENT_TABLES = RecentTables()
+
+
 class StoreIOManager(UPathIOManager):
     """The project's Parquet store (see the module docstring); figures go beside the tables."""
 
@@ -82,16 +138,24 @@ class StoreIOManager(UPathIOManager):
         return super().get_path_for_partition(context, path, validate_dataset_key(partition))
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        write_parquet_atomically(as_table(obj), path)
+        table = as_table(obj)
+        write_parquet_atomically(table, path)
+        RECENT_TABLES.keep(RECENT_TABLES.identity(path), table, written=True)
 
     def load_from_path(self, context: InputContext, path: UPath) -> pa.Table:
+        identity = RECENT_TABLES.identity(path)
+        kept = RECENT_TABLES.get(path)
+        if kept is not None:
+            return kept
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} does not exist: materialize {context.asset_key.to_user_string()} "
                 "for this partition first"
             )
         with path.open("rb") as handle:
-            return read_parquet(handle)
+            table = read_parquet(handle)
+        RECENT_TABLES.keep(identity, table)
+        return table
 
     def get_metadata(self, context: OutputContext, obj: Any) -> dict[str, Any]:
         table = as_table(obj)

@@ -93,3 +93,65 @@ def test_atomic_create_publishes_once_and_never_replaces(tmp_path):
     assert not atomic_create(target, lambda h: h.write(b"second"))
     assert target.read_bytes() == b"first"
     assert sorted(p.name for p in target.parent.iterdir()) == ["pinned.json"]  # no temporary file left
+
+
+def test_a_table_loaded_in_the_process_that_wrote_it_is_what_the_file_holds(tmp_path):
+    """One run process writes a table in a step and loads it in the next: the load comes from memory, and
+    is exactly what a read of the file gives (types, chunks, values, schema metadata); a file replaced since
+    by another writer is read again."""
+    from tac_pipeline.defs.io_managers import RECENT_TABLES
+
+    upstream_table = pa.concat_tables(
+        [
+            pa.table(
+                {
+                    "image_id": ["a", "b"],
+                    "top_nouns": pa.array([["x", "y"], ["z"]], pa.list_(pa.string())),
+                    "embedding": embedding_array(np.eye(2, 4, dtype=np.float32) + k),
+                    "path": pa.nulls(2, pa.string()),
+                }
+            )
+            for k in range(2)
+        ]
+    ).replace_schema_metadata({b"tac/lineage": b"{}"})
+    seen = []
+
+    @asset
+    def upstream() -> pa.Table:
+        return upstream_table
+
+    @asset
+    def downstream(upstream: pa.Table) -> pa.Table:
+        seen.append(upstream)
+        return upstream.select([0])
+
+    resources = {"io_manager": ParquetIOManager(base_dir=str(tmp_path))}
+    RECENT_TABLES.clear()
+    with instance_for_test() as instance:
+        assert materialize([upstream, downstream], resources=resources, instance=instance).success
+        stored = tmp_path / "upstream.parquet"
+        [loaded] = seen
+        assert loaded.equals(pq.read_table(stored), check_metadata=True)
+        assert [c.num_chunks for c in loaded.columns] == [1] * 4
+        assert any(t is loaded for t in RECENT_TABLES._tables.values())  # it came from memory
+
+        # Another writer replaces the file: the next load reads it.
+        write_parquet_atomically(_table(7.0), stored)
+        assert materialize(
+            [upstream.to_source_asset(), downstream], resources=resources, instance=instance
+        ).success
+        assert seen[-1].equals(pq.read_table(stored)) and seen[-1].num_rows == 3
+
+
+def test_tables_over_the_memory_budget_are_not_kept(tmp_path):
+    from upath import UPath
+
+    from tac_pipeline.defs.io_managers import RecentTables
+
+    recent = RecentTables(max_bytes=200)
+    small, large = _table(1.0), pa.table({"x": np.zeros(1000)})
+    for name, table in (("small", small), ("large", large)):
+        write_parquet_atomically(table, tmp_path / f"{name}.parquet")
+        recent.keep(recent.identity(UPath(tmp_path / f"{name}.parquet")), table, written=True)
+    assert recent.get(UPath(tmp_path / "small.parquet")).equals(small)
+    assert recent.get(UPath(tmp_path / "large.parquet")) is None
