@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import tac_pipeline
-from tac_pipeline.common.tables import embedding_array, read_parquet
+from tac_pipeline.common.tables import embedding_array, read_parquet, take_rows
 
 PACKAGE = Path(tac_pipeline.__file__).parent
 #: Calls that decode Parquet on Arrow's thread pool unless told otherwise.
@@ -44,3 +45,18 @@ def test_read_parquet_reads_paths_and_file_objects_and_columns(tmp_path):
     assert read_parquet(tmp_path / "t.parquet").equals(table)
     with open(tmp_path / "t.parquet", "rb") as handle:
         assert read_parquet(handle, columns=["image_id"]).column_names == ["image_id"]
+
+
+@pytest.mark.parametrize(
+    "rows", [[2, 3, 4], [0, 1, 2, 3, 4, 5], [4, 2, 3], [1, 3], [5], [], [3, 3], [0, 1, 3, 4]]
+)
+def test_take_rows_is_take_and_a_slice_for_consecutive_rows(rows):
+    table = pa.table({"id": list("abcdef"), "embedding": embedding_array(np.arange(12.0).reshape(6, 2))})
+    taken = take_rows(table, np.array(rows, dtype=np.int64))
+    assert taken.equals(table.take(pa.array(rows, type=pa.int64())))
+    consecutive = len(rows) > 0 and rows == list(range(rows[0], rows[0] + len(rows)))
+    def values(t):
+        return t["embedding"].chunk(0).flatten().to_numpy() if t.num_rows else np.empty(0)
+
+    shares = np.shares_memory(values(taken), values(table))
+    assert shares == consecutive

@@ -10,7 +10,13 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 
 from tac_pipeline import tac
 from tac_pipeline.common.messages import more_row
-from tac_pipeline.common.tables import column_matrix, embedding_array, matching_rows, row_digests
+from tac_pipeline.common.tables import (
+    column_matrix,
+    embedding_array,
+    matching_rows,
+    row_digests,
+    take_rows,
+)
 from tac_pipeline.defs.assets import figures
 from tac_pipeline.defs.assets.common import (
     DatasetRun,
@@ -260,7 +266,7 @@ def counterparts(
     kept = reusable(previous, text_space, temperature)
     here, there, todo = matching_rows(ids, digests, kept)
     shown = min(SHOWN_NOUNS, len(nouns))
-    parts = [kept.select(COUNTERPART_COLUMNS).take(there)] if len(here) else []
+    parts = [take_rows(kept.select(COUNTERPART_COLUMNS), there)] if len(here) else []
     with compute_device.acquire(context.log) as device:
         if len(todo) or not parts:
             parts.append(_counterpart_rows(images[todo], nouns, text_space, temperature, shown, device))
@@ -268,7 +274,7 @@ def counterparts(
         position = np.empty(len(ids), dtype=np.int64)
         position[here] = np.arange(len(here))
         position[todo] = len(here) + np.arange(len(todo))
-        rows = pa.concat_tables([part.cast(parts[0].schema) for part in parts]).take(position)
+        rows = take_rows(pa.concat_tables([part.cast(parts[0].schema) for part in parts]), position)
         choice = {}
         if kind == FIT and run.auto:  # K is chosen here, on the fitting images, and travels with this table
             counterpart = column_matrix(rows, "counterpart")
