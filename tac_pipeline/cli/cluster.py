@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tac_pipeline.cli.progress import RunFollower, failure_detail
 from tac_pipeline.config import TacConfig
-from tac_pipeline.runs.child import ChildProcess, Stopped
+from tac_pipeline.runs.child import ChildProcess, Stopped, long_lived_objects
 from tac_pipeline.store.layout import command_log, drop_path
 
 
@@ -30,9 +30,10 @@ class ClusterError(RuntimeError):
 
 
 def _instance():
-    from tac_pipeline.runs.home import open_instance
+    with long_lived_objects():  # importing Dagster and its storage
+        from tac_pipeline.runs.home import open_instance
 
-    return open_instance()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
+        return open_instance()  # $DAGSTER_HOME (default ./.dagster_home) with the project's dagster.yaml
 
 
 #: The tag by which a command finds the run its child process created.

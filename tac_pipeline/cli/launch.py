@@ -20,6 +20,19 @@ import json
 import os
 
 
+def load_definitions():
+    """The project's repository, its definitions loaded (``tac_pipeline.definitions:defs``), out of the
+    garbage collector's way (:func:`~tac_pipeline.runs.child.long_lived_objects`)."""
+    from tac_pipeline.runs.child import long_lived_objects
+
+    with long_lived_objects():
+        from tac_pipeline.dagster_internals import ReconstructableRepository
+
+        repository = ReconstructableRepository.for_module("tac_pipeline.definitions", "defs")
+        repository.get_definition()
+    return repository
+
+
 def launch(
     names: list[str],
     partition: str | None,
@@ -34,13 +47,11 @@ def launch(
     """
     from dagster import AssetKey, DagsterInstance, execute_job
 
-    from tac_pipeline.dagster_internals import ReconstructableRepository
-
     run_config = dict(run_config or {})
     if not verbose:  # the events still reach the run's log in the UI; the terminal gets the command's lines
         run_config.setdefault("loggers", {"console": {"config": {"log_level": "ERROR"}}})
     keys = [AssetKey(name) for name in names]
-    repository = ReconstructableRepository.for_module("tac_pipeline.definitions", "defs")
+    repository = load_definitions()
     job = repository.get_definition().get_implicit_job_def_for_assets(keys)
     if job is None:
         raise ValueError(f"{', '.join(names)}: these assets cannot run in one job (different partitions)")
@@ -65,9 +76,7 @@ REQUEST_ON_STDIN = "--request-on-stdin"
 def read_request(stream) -> list[str] | None:
     """After loading the definitions: the arguments a command sends on ``stream`` (one JSON list of
     strings), or None when it sent nothing."""
-    from tac_pipeline.dagster_internals import ReconstructableRepository
-
-    ReconstructableRepository.for_module("tac_pipeline.definitions", "defs").get_definition()
+    load_definitions()
     line = stream.readline()
     if not line.strip():
         return None
