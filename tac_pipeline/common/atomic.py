@@ -89,7 +89,10 @@ def write_parquet_atomically(table: pa.Table, path: UPath | os.PathLike[str] | s
     """Write ``table`` as Parquet to ``path`` (local or fsspec) through :func:`write_to_store`."""
     import pyarrow.parquet as pq
 
-    write_to_store(path, lambda handle: pq.write_table(table, handle))
+    from tac_pipeline.common.tables import dictionary_columns
+
+    columns = dictionary_columns(table.schema)
+    write_to_store(path, lambda handle: pq.write_table(table, handle, use_dictionary=columns))
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tac_pipeline
-from tac_pipeline.common.tables import embedding_array, read_parquet, take_rows
+from tac_pipeline.common.tables import dictionary_columns, embedding_array, read_parquet, take_rows
 
 PACKAGE = Path(tac_pipeline.__file__).parent
 #: Calls that decode Parquet on Arrow's thread pool unless told otherwise.
@@ -55,8 +55,33 @@ def test_take_rows_is_take_and_a_slice_for_consecutive_rows(rows):
     taken = take_rows(table, np.array(rows, dtype=np.int64))
     assert taken.equals(table.take(pa.array(rows, type=pa.int64())))
     consecutive = len(rows) > 0 and rows == list(range(rows[0], rows[0] + len(rows)))
+
     def values(t):
         return t["embedding"].chunk(0).flatten().to_numpy() if t.num_rows else np.empty(0)
 
     shares = np.shares_memory(values(taken), values(table))
     assert shares == consecutive
+
+
+def test_floats_are_written_without_a_dictionary_and_read_back_the_same(tmp_path):
+    from tac_pipeline.common.atomic import write_parquet_atomically
+
+    table = pa.table(
+        {
+            "image_id": ["a", "b", "a"],
+            "top_nouns": pa.array([["x", "y"], ["x"], []], pa.list_(pa.string())),
+            "embedding": embedding_array(np.arange(6.0).reshape(3, 2)),
+            "confidence": pa.array([0.5, 0.5, 0.25], pa.float32()),
+            "cluster": [1, 1, 2],
+        }
+    )
+    assert dictionary_columns(table.schema) == ["image_id", "top_nouns.list.element", "cluster"]
+    write_parquet_atomically(table, tmp_path / "t.parquet")
+    assert read_parquet(tmp_path / "t.parquet").equals(table)
+    group = pq.read_metadata(tmp_path / "t.parquet").row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["embedding.list.element"]
+    assert "RLE_DICTIONARY" not in encodings["confidence"]
+    assert (
+        "RLE_DICTIONARY" in encodings["image_id"] and "RLE_DICTIONARY" in encodings["top_nouns.list.element"]
+    )
