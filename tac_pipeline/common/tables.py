@@ -128,4 +128,4 @@ def row_digests(x: np.ndarray) -> list[str]:
     import hashlib
 
     rows = np.ascontiguousarray(x, dtype=np.float32)
-    return [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in rows]
+    return [hashlib.blake2b(memoryview(row), digest_size=8).hexdigest() for row in rows]

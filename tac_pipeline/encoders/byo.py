@@ -73,12 +73,14 @@ def _matrix(table: pa.Table, path: Path, expected_width: int | None = None) -> n
             f"{path}: embeddings are {x.shape[1]} wide but must be {expected_width} wide "
             "(the width of the other modality's embeddings)"
         )
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    # A NaN or an infinity makes its row's norm NaN or infinite: only those rows are looked at value by value.
+    suspect = np.flatnonzero(~np.isfinite(norms))
+    bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
     if len(bad):
         raise ByoEmbeddingsError(
             f"{path}: {len(bad)} row(s) hold NaN or infinite values (rows {listed(bad)})"
         )
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     zero = np.flatnonzero(norms == 0)
     if len(zero):
         raise ByoEmbeddingsError(f"{path}: {len(zero)} row(s) are all zeros (rows {listed(zero)})")
@@ -98,12 +100,13 @@ def read_byo_embeddings(path: str | Path, raw: pa.Table | None = None) -> pa.Tab
     table = read_byo_file(path) if raw is None else raw
     if table.num_rows == 0:
         raise ByoEmbeddingsError(f"{path}: no rows")
-    ids = table["image_id"].cast(pa.string()).to_numpy(zero_copy_only=False)
-    if table["image_id"].null_count:
-        raise ByoEmbeddingsError(f"{path}: column 'image_id' has {table['image_id'].null_count} empty values")
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        dupes = unique[counts > 1]
+    ids = table["image_id"].cast(pa.string())
+    if ids.null_count:
+        raise ByoEmbeddingsError(f"{path}: column 'image_id' has {ids.null_count} empty values")
+    counts = pc.value_counts(ids).flatten()
+    repeated = pc.filter(counts[0], pc.greater(counts[1], 1))
+    if len(repeated):
+        dupes = sorted(repeated.to_pylist())
         raise ByoEmbeddingsError(
             f"{path}: column 'image_id' must be unique; {len(dupes)} id(s) repeat, e.g. "
             + ", ".join(repr(d) for d in dupes[:5])
@@ -122,7 +125,7 @@ def read_byo_embeddings(path: str | Path, raw: pa.Table | None = None) -> pa.Tab
         )
     return pa.table(
         {
-            "image_id": pa.array(ids, type=pa.string()),
+            "image_id": ids.combine_chunks(),
             "path": pa.nulls(n, pa.string()),
             "content_hash": pa.nulls(n, pa.string()),
             "label": labels,
