@@ -113,14 +113,24 @@ def matching_rows(
     Returns ``(here, there, todo)``: the new rows found, their rows in ``previous``, and the new rows to compute
     (all of them when ``previous`` is None or has no ``image_digest``). int64 arrays.
     """
-    known = {}
-    if previous is not None and "image_digest" in previous.column_names:
-        old = zip(previous["image_id"].to_pylist(), previous["image_digest"].to_pylist(), strict=True)
-        known = {key: row for row, key in enumerate(old)}
-    pairs = [(i, known[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in known]
-    here = np.array([i for i, _ in pairs], dtype=np.int64)
-    there = np.array([j for _, j in pairs], dtype=np.int64)
-    return here, there, np.setdiff1d(np.arange(len(ids), dtype=np.int64), here)
+    everything = np.arange(len(ids), dtype=np.int64)
+    if previous is None or "image_digest" not in previous.column_names or not len(ids):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), everything
+    import pyarrow.compute as pc
+
+    def keys(image_ids, image_digests):
+        return pc.binary_join_element_wise(
+            pc.cast(image_ids, pa.string()), pc.cast(image_digests, pa.string()), "\x00"
+        )
+
+    found = pc.index_in(
+        keys(pa.array(ids, pa.string()), pa.array(digests, pa.string())),
+        value_set=keys(previous["image_id"], previous["image_digest"]).combine_chunks(),
+    )
+    there = found.to_numpy(zero_copy_only=False)
+    held = ~np.isnan(there) if there.dtype.kind == "f" else np.ones(len(there), dtype=bool)
+    here = everything[held]
+    return here, there[held].astype(np.int64), everything[~held]
 
 
 def row_digests(x: np.ndarray) -> list[str]:

@@ -15,6 +15,7 @@ import tac_pipeline
 from tac_pipeline.common.tables import (
     dictionary_columns,
     embedding_array,
+    matching_rows,
     read_parquet,
     row_digests,
     take_rows,
@@ -103,3 +104,24 @@ def test_row_digests_stay_the_blake2b_of_each_rows_float32_bytes():
     assert row_digests(x) == expected
     assert row_digests(x.astype(np.float32)[:, ::1]) == expected
     assert row_digests(np.asfortranarray(x.astype(np.float32))) == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matching_rows_finds_each_kept_image_with_the_same_vector(seed):
+    rng = np.random.default_rng(seed)
+    old_ids = [f"img{i}" for i in rng.permutation(40)]
+    old_digests = [f"d{rng.integers(3)}" for _ in old_ids]
+    previous = pa.table({"image_id": old_ids, "image_digest": old_digests})
+    kept = rng.permutation(40)[: int(rng.integers(0, 40))]  # some images stay (others were removed)...
+    ids = [old_ids[k] for k in kept] + [f"new{i}" for i in range(int(rng.integers(0, 5)))]  # ...some are new
+    digests = [old_digests[k] if rng.random() < 0.8 else "changed" for k in kept] + ["x"] * (
+        len(ids) - len(kept)
+    )
+    here, there, todo = matching_rows(ids, digests, previous)
+    known = {key: row for row, key in enumerate(zip(old_ids, old_digests, strict=True))}
+    expected = [(i, known[key]) for i, key in enumerate(zip(ids, digests, strict=True)) if key in known]
+    assert list(zip(here.tolist(), there.tolist(), strict=True)) == expected
+    assert sorted(here.tolist() + todo.tolist()) == list(range(len(ids)))
+    assert here.dtype == there.dtype == todo.dtype == np.int64
+    none = matching_rows(ids, digests, previous.drop_columns(["image_digest"]))
+    assert none[0].size == 0 and none[2].tolist() == list(range(len(ids)))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, ResourceParam
 
 from tac_pipeline import tac
@@ -229,8 +230,10 @@ def cluster_labels(
 def _fitted_graph(knn_graphs: pa.Table, ids: list[str]) -> dict:
     """The fit's image kNN graph in today's rows: ``graph_rows`` and ``graph`` for
     :func:`~tac_pipeline.tac.duplicates.find_duplicates` (images gone since the fit are left out)."""
-    row_of = {image_id: row for row, image_id in enumerate(ids)}
-    fitted = np.array([row_of.get(i, -1) for i in knn_graphs["image_id"].to_pylist()], dtype=np.int64)
+    today = pc.index_in(knn_graphs["image_id"], value_set=pa.array(ids, pa.string())).to_numpy(
+        zero_copy_only=False
+    )
+    fitted = np.nan_to_num(today, nan=-1).astype(np.int64)
     neighbours = column_matrix(knn_graphs, "neighbors_image", dtype=np.int64)
     present = fitted >= 0
     return {"graph_rows": fitted[present], "graph": fitted[neighbours[present]]}
