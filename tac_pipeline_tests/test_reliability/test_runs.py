@@ -299,6 +299,14 @@ def _byo_slow_drop(data_dir) -> None:
     (drop / "dataset.toml").write_text("[tac]\nepochs = 10000\n")
 
 
+def _default_termination_signals() -> None:
+    """make as a shell starts it. A Dagster run executed in this test process maps SIGTERM to SIGINT's
+    handler; under a runner that ignores SIGINT (a background job) SIGTERM is then ignored too, and make, which
+    keeps an ignored SIGTERM ignored, would inherit that and never hear the signal this test sends."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_stopping_make_stops_the_command_and_its_run(data_dir, tmp_path, how):
     """``make cluster`` itself signalled, as a user or a supervisor does: the command (exec'd by the recipe)
@@ -311,7 +319,9 @@ def test_stopping_make_stops_the_command_and_its_run(data_dir, tmp_path, how):
     command = ["make", "--no-print-directory", "-C", str(REPO), "cluster", "DATASET=slow"]
     command += [f"PY={sys.executable}", f"STAMP={stamp}"]
     with open(log, "w") as handle:
-        make = subprocess.Popen(command, env=env, stdout=handle, stderr=handle)
+        make = subprocess.Popen(
+            command, env=env, stdout=handle, stderr=handle, preexec_fn=_default_termination_signals
+        )
     _wait_for(lambda: "epoch 2/10000" in log.read_text(), what="training to start")
     [record] = _dataset_runs(home, "slow")
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
