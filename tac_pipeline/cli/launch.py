@@ -16,13 +16,15 @@ process prints one line per finished step (:mod:`tac_pipeline.cli.progress`). ``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 
 
+@functools.cache
 def load_definitions():
-    """The project's repository, its definitions loaded (``tac_pipeline.definitions:defs``), out of the
-    garbage collector's way (:func:`~tac_pipeline.runs.child.long_lived_objects`)."""
+    """The project's repository, its definitions loaded (``tac_pipeline.definitions:defs``) once per process,
+    out of the garbage collector's way (:func:`~tac_pipeline.runs.child.long_lived_objects`)."""
     from tac_pipeline.runs.child import long_lived_objects
 
     with long_lived_objects():

@@ -111,8 +111,8 @@ class RecentTables:
         while sum(t.nbytes for t in self._tables.values()) > self.max_bytes:
             self._tables.popitem(last=False)
 
-    def get(self, path: UPath) -> pa.Table | None:
-        identity = self.identity(path)
+    def get(self, identity: tuple | None) -> pa.Table | None:
+        """The table kept for the file of ``identity`` (:meth:`identity`), or None."""
         return self._tables.get(identity) if identity is not None else None
 
     def clear(self) -> None:
@@ -144,7 +144,7 @@ class StoreIOManager(UPathIOManager):
 
     def load_from_path(self, context: InputContext, path: UPath) -> pa.Table:
         identity = RECENT_TABLES.identity(path)
-        kept = RECENT_TABLES.get(path)
+        kept = RECENT_TABLES.get(identity)
         if kept is not None:
             return kept
         if not path.exists():

@@ -73,14 +73,12 @@ def _matrix(table: pa.Table, path: Path, expected_width: int | None = None) -> n
             f"{path}: embeddings are {x.shape[1]} wide but must be {expected_width} wide "
             "(the width of the other modality's embeddings)"
         )
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-    # A NaN or an infinity makes its row's norm NaN or infinite: only those rows are looked at value by value.
-    suspect = np.flatnonzero(~np.isfinite(norms))
-    bad = suspect[~np.isfinite(x[suspect]).all(axis=1)]
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad):
         raise ByoEmbeddingsError(
             f"{path}: {len(bad)} row(s) hold NaN or infinite values (rows {listed(bad)})"
         )
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     zero = np.flatnonzero(norms == 0)
     if len(zero):
         raise ByoEmbeddingsError(f"{path}: {len(zero)} row(s) are all zeros (rows {listed(zero)})")

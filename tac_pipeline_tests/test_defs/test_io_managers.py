@@ -153,5 +153,5 @@ def test_tables_over_the_memory_budget_are_not_kept(tmp_path):
     for name, table in (("small", small), ("large", large)):
         write_parquet_atomically(table, tmp_path / f"{name}.parquet")
         recent.keep(recent.identity(UPath(tmp_path / f"{name}.parquet")), table, written=True)
-    assert recent.get(UPath(tmp_path / "small.parquet")).equals(small)
-    assert recent.get(UPath(tmp_path / "large.parquet")) is None
+    assert recent.get(recent.identity(UPath(tmp_path / "small.parquet"))).equals(small)
+    assert recent.get(recent.identity(UPath(tmp_path / "large.parquet"))) is None
